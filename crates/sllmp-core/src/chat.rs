@@ -1,0 +1,430 @@
+//! OpenAI chat-completion wire types: request, response and stream chunk.
+//!
+//! Every struct keeps the fields it does not model in `extra` (`#[serde(flatten)]`), and
+//! open-ended values (roles, finish reasons, tool types) are plain strings, so nothing a
+//! client or a provider sends is lost on the way through.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::{Error, JsonMap};
+
+/// A `POST /v1/chat/completions` request body.
+///
+/// `model` and `messages` default to empty so that a missing field reaches the validation
+/// middleware, which reports it with the right `param`; wrongly typed fields are rejected by
+/// [`ChatRequest::from_slice`] with the JSON path of the field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// The model, written `provider:model` when it reaches the proxy (`openai:gpt-4o`),
+    /// and the provider's own name (`gpt-4o`) when it reaches a provider.
+    #[serde(default)]
+    pub model: String,
+    /// The conversation.
+    #[serde(default)]
+    pub messages: Vec<Message>,
+    /// Whether to answer as a server-sent-event stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// Streaming options (`include_usage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    /// Sampling temperature, 0 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Number of choices, at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<i64>,
+    /// Maximum tokens to generate (legacy name), at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<i64>,
+    /// Maximum tokens to generate, reasoning included, at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<i64>,
+    /// Presence penalty, -2 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
+    /// Frequency penalty, -2 to 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    /// The end user's id, as OpenAI defines it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Client metadata for the proxy (feature selection, limit dimensions, logs).
+    /// It is **not** forwarded to providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<JsonMap>,
+    /// Every other field, forwarded to the provider untouched.
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+impl ChatRequest {
+    /// Parses a request body, reporting a malformed body as `invalid_json` and a wrongly
+    /// typed field as `invalid_type` with `param` naming its path (`messages[0].role`).
+    pub fn from_slice(body: &[u8]) -> Result<ChatRequest, Error> {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let req: ChatRequest = serde_path_to_error::deserialize(&mut de).map_err(request_error)?;
+        // Trailing garbage after the object is a syntax error too.
+        de.end().map_err(|err| {
+            Error::invalid_request(
+                "invalid_json",
+                None,
+                format!("the request body is not valid JSON: {err}"),
+            )
+        })?;
+        Ok(req)
+    }
+
+    /// Whether the client asked for a stream.
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether the client asked for the final usage chunk of a stream.
+    pub fn wants_stream_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+
+    /// The text of the last `user` message, its text parts joined when it has several.
+    pub fn last_user_text(&self) -> Option<String> {
+        self.messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(Message::text)
+    }
+}
+
+fn request_error(err: serde_path_to_error::Error<serde_json::Error>) -> Error {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    if inner.is_syntax() || inner.is_eof() {
+        return Error::invalid_request(
+            "invalid_json",
+            None,
+            format!("the request body is not valid JSON: {inner}"),
+        );
+    }
+    let text = strip_position(&inner.to_string());
+    if path == "." {
+        return Error::invalid_request(
+            "invalid_type",
+            None,
+            format!("the request body must be a JSON object: {text}"),
+        );
+    }
+    Error::invalid_request(
+        "invalid_type",
+        Some(path.clone()),
+        format!("invalid type for '{path}': {text}"),
+    )
+}
+
+/// serde_json appends " at line 1 column 42" to data errors; the `param` already says where.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// `stream_options` of a request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamOptions {
+    /// Ask for a final chunk with empty `choices` carrying the usage of the whole stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+    /// Every other option.
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+/// One message of a conversation, or the message of a response choice.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(expecting = "a message object")]
+pub struct Message {
+    /// `system`, `developer`, `user`, `assistant`, `tool`, …
+    #[serde(default)]
+    pub role: String,
+    /// A string, an array of content parts, or null. Always written out (as `null` when absent).
+    #[serde(default, deserialize_with = "null_as_none")]
+    pub content: Option<Value>,
+    /// An optional participant name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Tool calls made by an assistant message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// The call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Every other field (`refusal`, `audio`, `annotations`, …).
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+impl Message {
+    /// A message with a role and text content.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Message {
+        Message {
+            role: role.into(),
+            content: Some(Value::String(content.into())),
+            ..Message::default()
+        }
+    }
+
+    /// The text of the message: the content string, or its `text` parts joined.
+    pub fn text(&self) -> String {
+        match &self.content {
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|part| part.get("text").and_then(Value::as_str))
+                .collect::<Vec<_>>()
+                .join(""),
+            _ => String::new(),
+        }
+    }
+}
+
+fn null_as_none<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Value>, D::Error> {
+    Ok(match Value::deserialize(de)? {
+        Value::Null => None,
+        other => Some(other),
+    })
+}
+
+/// A tool call of an assistant message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// The call id, echoed by the `tool` message that answers it.
+    #[serde(default)]
+    pub id: String,
+    /// `function`, or another tool type.
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    /// The function called, for `function` tool calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCall>,
+    /// Every other field.
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+fn function_type() -> String {
+    "function".to_string()
+}
+
+/// The function and JSON-encoded arguments of a tool call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    /// The function's name.
+    #[serde(default)]
+    pub name: String,
+    /// The arguments, a JSON document encoded as a string.
+    #[serde(default)]
+    pub arguments: String,
+    /// Every other field.
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+/// Token usage of a completion.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Their sum.
+    #[serde(default)]
+    pub total_tokens: u64,
+    /// Details (`prompt_tokens_details`, `completion_tokens_details`, …).
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+impl Usage {
+    /// Usage with the given prompt and completion tokens, and their total.
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+            extra: JsonMap::new(),
+        }
+    }
+}
+
+/// A non-streamed chat completion.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatCompletion {
+    /// The completion id.
+    #[serde(default)]
+    pub id: String,
+    /// Always `chat.completion`.
+    #[serde(default = "completion_object")]
+    pub object: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: u64,
+    /// The model that answered, as the provider names it.
+    #[serde(default)]
+    pub model: String,
+    /// The choices.
+    #[serde(default)]
+    pub choices: Vec<Choice>,
+    /// Token usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Every other field (`system_fingerprint`, `service_tier`, …).
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+fn completion_object() -> String {
+    "chat.completion".to_string()
+}
+
+/// One choice of a completion.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    /// The choice's index.
+    #[serde(default)]
+    pub index: u32,
+    /// The generated message.
+    #[serde(default)]
+    pub message: Message,
+    /// Why generation stopped: `stop`, `length`, `tool_calls`, `content_filter`, … Always written.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Every other field (`logprobs`, …).
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+/// One chunk of a streamed completion.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatChunk {
+    /// The completion id, the same in every chunk.
+    #[serde(default)]
+    pub id: String,
+    /// Always `chat.completion.chunk`.
+    #[serde(default = "chunk_object")]
+    pub object: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: u64,
+    /// The model that answers.
+    #[serde(default)]
+    pub model: String,
+    /// The choice deltas; empty in the final usage chunk.
+    #[serde(default)]
+    pub choices: Vec<ChunkChoice>,
+    /// `None`: no `usage` field; `Some(None)`: `"usage": null` (what OpenAI sends on every
+    /// chunk but the last when usage was asked for); `Some(Some(_))`: the usage.
+    #[serde(
+        default,
+        deserialize_with = "present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub usage: Option<Option<Usage>>,
+    /// Every other field (`system_fingerprint`, `service_tier`, …).
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+fn chunk_object() -> String {
+    "chat.completion.chunk".to_string()
+}
+
+fn present_or_null<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Option<Usage>>, D::Error> {
+    Option::<Usage>::deserialize(de).map(Some)
+}
+
+impl ChatChunk {
+    /// The usage this chunk carries, if any.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref().and_then(Option::as_ref)
+    }
+}
+
+/// One choice's delta in a chunk.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChunkChoice {
+    /// The choice's index.
+    #[serde(default)]
+    pub index: u32,
+    /// What this chunk adds.
+    #[serde(default)]
+    pub delta: Delta,
+    /// Set on the choice's last chunk. Always written (`null` before that).
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Every other field (`logprobs`, …).
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+/// The incremental part of a chunk's choice.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// Present in the first chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// A piece of the content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Pieces of tool calls, keyed by `index`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// Every other field (`refusal`, `reasoning_content`, …).
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+/// A piece of a tool call in a stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallDelta {
+    /// Which tool call of the choice this piece belongs to.
+    #[serde(default)]
+    pub index: u32,
+    /// The call id, in the call's first piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The tool type, in the call's first piece.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The function name and a piece of the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCallDelta>,
+    /// Every other field.
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+/// A piece of a function call in a stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCallDelta {
+    /// The function name, in the call's first piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A piece of the JSON-encoded arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+    /// Every other field.
+    #[serde(flatten)]
+    pub extra: JsonMap,
+}
+
+#[cfg(test)]
+mod tests;

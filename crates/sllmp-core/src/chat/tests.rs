@@ -1,0 +1,88 @@
+use serde_json::json;
+
+use super::*;
+
+fn parse(value: serde_json::Value) -> Result<ChatRequest, Error> {
+    ChatRequest::from_slice(value.to_string().as_bytes())
+}
+
+#[test]
+fn unknown_fields_survive_a_round_trip() {
+    let body = json!({
+        "model": "openai:gpt-4o",
+        "messages": [{"role": "user", "content": "hi", "future_message_field": true}],
+        "reasoning_effort": "high",
+        "response_format": {"type": "json_object"},
+        "stream_options": {"include_usage": true, "future_option": 1}
+    });
+    let req = parse(body.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&req).unwrap(), body);
+}
+
+#[test]
+fn not_json_is_invalid_json() {
+    let err = ChatRequest::from_slice(b"{not json").unwrap_err();
+    assert_eq!(err.status(), 400);
+    assert_eq!(err.code(), Some("invalid_json"));
+    assert_eq!(err.param(), None);
+}
+
+#[test]
+fn a_non_object_body_is_invalid_type() {
+    let err = ChatRequest::from_slice(b"[1,2]").unwrap_err();
+    assert_eq!(err.code(), Some("invalid_type"));
+    assert_eq!(
+        err.message(),
+        "the request body must be a JSON object: invalid type: sequence, expected struct ChatRequest"
+    );
+}
+
+#[test]
+fn wrongly_typed_fields_name_their_path() {
+    let err = parse(json!({"model": "m", "messages": [], "temperature": "hot"})).unwrap_err();
+    assert_eq!(err.code(), Some("invalid_type"));
+    assert_eq!(err.param(), Some("temperature"));
+    assert_eq!(
+        err.message(),
+        "invalid type for 'temperature': invalid type: string \"hot\", expected f64"
+    );
+
+    let err = parse(json!({"model": "m", "messages": ["hi"]})).unwrap_err();
+    assert_eq!(err.param(), Some("messages[0]"));
+    assert_eq!(
+        err.message(),
+        "invalid type for 'messages[0]': invalid type: string \"hi\", expected a message object"
+    );
+
+    let err = parse(json!({"model": "m", "messages": [{"role": 1, "content": "x"}]})).unwrap_err();
+    assert_eq!(err.param(), Some("messages[0].role"));
+}
+
+#[test]
+fn trailing_garbage_is_invalid_json() {
+    let err = ChatRequest::from_slice(br#"{"model":"m"} x"#).unwrap_err();
+    assert_eq!(err.code(), Some("invalid_json"));
+}
+
+#[test]
+fn chunk_usage_distinguishes_absent_null_and_present() {
+    let absent: ChatChunk = serde_json::from_value(json!({"id": "c", "choices": []})).unwrap();
+    assert_eq!(absent.usage, None);
+    let null: ChatChunk =
+        serde_json::from_value(json!({"id": "c", "choices": [], "usage": null})).unwrap();
+    assert_eq!(null.usage, Some(None));
+    assert_eq!(serde_json::to_value(&null).unwrap()["usage"], json!(null));
+    let present: ChatChunk = serde_json::from_value(
+        json!({"id": "c", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}}),
+    )
+    .unwrap();
+    assert_eq!(present.usage(), Some(&Usage::new(1, 2)));
+}
+
+#[test]
+fn openai_chunks_round_trip_byte_for_byte() {
+    let raw = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#;
+    let chunk: ChatChunk = serde_json::from_str(raw).unwrap();
+    let back: serde_json::Value = serde_json::to_value(&chunk).unwrap();
+    assert_eq!(back, serde_json::from_str::<serde_json::Value>(raw).unwrap());
+}

@@ -1,0 +1,40 @@
+//! The vocabulary every SLLMP crate shares: OpenAI-shaped chat types, the one [`Error`] type,
+//! the [`Provider`] trait and [`Secret`].
+//!
+//! Depend on this crate (not on `sllmp`) when you write a provider adapter or a middleware
+//! that should not pull in the server. It does no IO and knows nothing of tokio, axum,
+//! reqwest, Redis or YAML.
+//!
+//! The chat types are **lossless**: every field the proxy does not model is kept in an
+//! `extra` map and written back out, so a parameter OpenAI ships tomorrow passes through
+//! the proxy today.
+//!
+//! ```
+//! use sllmp_core::ChatRequest;
+//!
+//! let body = br#"{"model":"openai:gpt-4o","messages":[{"role":"user","content":"hi"}],"new_param":1}"#;
+//! let req = ChatRequest::from_slice(body).expect("a valid request");
+//! assert_eq!(req.model, "openai:gpt-4o");
+//! assert_eq!(req.extra["new_param"], 1);
+//! // Unknown fields survive the round trip.
+//! let out = serde_json::to_value(&req).unwrap();
+//! assert_eq!(out["new_param"], 1);
+//! ```
+
+mod assemble;
+mod chat;
+mod error;
+mod provider;
+mod secret;
+
+pub use assemble::{StreamAssembler, estimate_tokens};
+pub use chat::{
+    ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta, FunctionCall,
+    FunctionCallDelta, Message, StreamOptions, ToolCall, ToolCallDelta, Usage,
+};
+pub use error::{Error, ErrorBody, ErrorKind};
+pub use provider::{ChunkStream, ModelInfo, Provider, ProviderRegistry, Target};
+pub use secret::Secret;
+
+/// A JSON object: the type of every `extra` map.
+pub type JsonMap = serde_json::Map<String, serde_json::Value>;
