@@ -1,0 +1,167 @@
+//! The [`Middleware`] trait and the values its hooks return.
+
+use std::time::Duration;
+
+use sllmp_core::{ChatChunk, ChatCompletion, ChatRequest, Error};
+
+use crate::Ctx;
+
+/// A request-scoped middleware: one instance per request, so its per-request state lives in
+/// `&mut self`. Every hook has a no-op default; implement the phases you need.
+///
+/// Order: `on_request` and `on_attempt` run in the order middleware were added;
+/// `on_chunk`, `on_response`, `on_error` and `on_complete` run in reverse (the onion).
+/// See the crate docs for the life of a request.
+///
+/// ```
+/// use sllmp_core::{ChatRequest, Error};
+/// use sllmp_pipeline::{Ctx, Flow, Middleware, Outcome};
+///
+/// /// Counts the characters a request sends and logs them when it is over.
+/// #[derive(Default)]
+/// struct PromptSize { chars: usize }
+///
+/// #[async_trait::async_trait]
+/// impl Middleware for PromptSize {
+///     fn name(&self) -> &'static str { "prompt_size" }
+///
+///     async fn on_request(&mut self, _ctx: &mut Ctx, req: &mut ChatRequest) -> Result<Flow, Error> {
+///         self.chars = req.messages.iter().map(|m| m.text().len()).sum();
+///         Ok(Flow::Continue)
+///     }
+///
+///     async fn on_complete(&mut self, ctx: &Ctx, _outcome: &Outcome<'_>) {
+///         println!("{} sent {} characters", ctx.request_id(), self.chars);
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait Middleware: Send + 'static {
+    /// A short snake_case name for logs and error messages.
+    fn name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
+
+    /// Before anything is sent, once per request (not per retry): validate, check limits,
+    /// rewrite the request, or answer without calling a provider ([`Flow::Respond`]).
+    /// An error stops the request.
+    async fn on_request(&mut self, ctx: &mut Ctx, req: &mut ChatRequest) -> Result<Flow, Error> {
+        let _ = (ctx, req);
+        Ok(Flow::Continue)
+    }
+
+    /// Before each attempt of the provider call, on a fresh copy of the request as
+    /// `on_request` left it: re-route, re-key, start an attempt span. `req.model` is still
+    /// `provider:model` here.
+    async fn on_attempt(&mut self, ctx: &mut Ctx, req: &mut ChatRequest) -> Result<(), Error> {
+        let _ = (ctx, req);
+        Ok(())
+    }
+
+    /// Each streamed chunk, before it is sent to the client. May rewrite it; an error ends
+    /// the stream with an error frame.
+    fn on_chunk(&mut self, ctx: &mut Ctx, chunk: &mut ChatChunk) -> Result<(), Error> {
+        let _ = (ctx, chunk);
+        Ok(())
+    }
+
+    /// The final response: the provider's (rewritable) for non-streamed requests, or the one
+    /// assembled from the chunks (read-only: they were sent) at the end of a stream.
+    async fn on_response(&mut self, ctx: &mut Ctx, resp: ResponseView<'_>) -> Result<(), Error> {
+        let _ = (ctx, resp);
+        Ok(())
+    }
+
+    /// An error. While `window` is [`RetryWindow::Open`] (nothing has reached the client yet
+    /// and the error came from an attempt), returning [`ErrorAction::Retry`] runs the attempt
+    /// again; otherwise the answer is ignored and the hook only observes.
+    async fn on_error(&mut self, ctx: &mut Ctx, err: &Error, window: RetryWindow) -> ErrorAction {
+        let _ = (ctx, err, window);
+        ErrorAction::Propagate
+    }
+
+    /// Exactly once per request, whatever happened: success, error, short-circuit, or the
+    /// client going away. Charge budgets and flush traces here.
+    async fn on_complete(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) {
+        let _ = (ctx, outcome);
+    }
+}
+
+/// What `on_request` decided.
+// Moved once per request or chunk; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Flow {
+    /// Go on to the next middleware and then the provider.
+    Continue,
+    /// Answer with this response and call no provider (a cache hit). The remaining
+    /// `on_request`, `on_attempt`, `on_chunk` and `on_response` hooks are skipped;
+    /// `on_complete` runs. A streaming client receives it as chunks.
+    Respond(ChatCompletion),
+}
+
+/// What `on_error` decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorAction {
+    /// Let the error through (the default).
+    Propagate,
+    /// Run the attempt again after this delay. The first middleware (in reverse order) to
+    /// ask for a retry wins; the pipeline caps the number of attempts.
+    Retry {
+        /// How long to wait first.
+        after: Duration,
+    },
+}
+
+/// Whether a retry is still possible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryWindow {
+    /// The error came from attempt number `attempt` (from 1) and nothing has reached the client.
+    Open {
+        /// The attempt that failed.
+        attempt: u32,
+    },
+    /// A chunk has reached the client, or the error did not come from an attempt.
+    Closed,
+}
+
+/// The response `on_response` sees.
+#[derive(Debug)]
+pub enum ResponseView<'a> {
+    /// A non-streamed response, not yet sent: it may be rewritten.
+    Complete(&'a mut ChatCompletion),
+    /// The response assembled from the chunks of a stream that was sent.
+    Streamed(&'a ChatCompletion),
+}
+
+impl ResponseView<'_> {
+    /// The response, read-only.
+    pub fn response(&self) -> &ChatCompletion {
+        match self {
+            ResponseView::Complete(resp) => resp,
+            ResponseView::Streamed(resp) => resp,
+        }
+    }
+}
+
+/// How a request ended, as `on_complete` sees it.
+#[derive(Debug)]
+pub enum Outcome<'a> {
+    /// The client received this response (assembled, for a stream).
+    Success(&'a ChatCompletion),
+    /// The client received this error (as an HTTP error, or as a stream's error frame).
+    Failed(&'a Error),
+    /// The client went away before the answer was complete.
+    Cancelled,
+}
+
+impl Outcome<'_> {
+    /// A stable label: `success`, `error` or `cancelled`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Success(_) => "success",
+            Outcome::Failed(_) => "error",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+}

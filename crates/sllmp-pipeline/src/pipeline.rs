@@ -1,0 +1,552 @@
+//! [`Pipeline`]: one request's middleware, and the state machine that drives them.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::{FutureExt, StreamExt};
+use sllmp_core::{
+    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Error, StreamAssembler, StreamOptions,
+    Usage, estimate_tokens,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ctx::TargetInfo;
+use crate::{Ctx, ErrorAction, Flow, Middleware, Outcome, ResponseView, RetryWindow};
+
+/// Builds the pipeline of each request: the Python original's `pipeline_factory`.
+///
+/// It is called once per request, after the built-in validation middleware was added, and
+/// adds the middleware this request needs. Any `Fn(&mut Pipeline)` closure is a factory.
+pub trait PipelineFactory: Send + Sync + 'static {
+    /// Adds middleware to `pipeline`; [`Pipeline::ctx`] tells which request it is for.
+    fn build(&self, pipeline: &mut Pipeline);
+}
+
+impl<F> PipelineFactory for F
+where
+    F: Fn(&mut Pipeline) + Send + Sync + 'static,
+{
+    fn build(&self, pipeline: &mut Pipeline) {
+        self(pipeline)
+    }
+}
+
+/// Limits the pipeline enforces whatever its middleware ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// The most attempts of the provider call one request may make, retries included.
+    pub max_attempts: u32,
+    /// Chunks buffered between the pipeline and a slow client; when full, reading from the
+    /// provider waits (back-pressure).
+    pub stream_buffer: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_attempts: 10,
+            stream_buffer: 16,
+        }
+    }
+}
+
+/// One request's pipeline: its [`Ctx`] and its middleware, in order.
+///
+/// ```
+/// use std::sync::Arc;
+/// use sllmp_core::{ChatRequest, Message, ProviderRegistry};
+/// use sllmp_pipeline::{Ctx, Flow, Hooks, Output, Pipeline};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let request = ChatRequest {
+///     model: "cache:any".into(),
+///     messages: vec![Message::new("user", "hi")],
+///     ..ChatRequest::default()
+/// };
+/// let ctx = Ctx::new("req_1", Arc::new(request.clone()), Arc::new(ProviderRegistry::new()));
+/// let mut pipeline = Pipeline::new(ctx);
+/// // A middleware that answers without calling any provider.
+/// pipeline.add(Hooks::new("canned").on_request(|_ctx, _req| {
+///     Ok(Flow::Respond(serde_json::from_value(serde_json::json!({
+///         "id": "canned", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}}]
+///     })).unwrap()))
+/// }));
+/// let Ok(Output::Complete(resp)) = pipeline.run(request).await else { panic!() };
+/// assert_eq!(resp.choices[0].message.text(), "hello");
+/// # }
+/// ```
+pub struct Pipeline {
+    ctx: Ctx,
+    middleware: Vec<Box<dyn Middleware>>,
+    settings: Settings,
+}
+
+impl Pipeline {
+    /// An empty pipeline for the request `ctx` describes.
+    pub fn new(ctx: Ctx) -> Pipeline {
+        Pipeline {
+            ctx,
+            middleware: Vec::new(),
+            settings: Settings::default(),
+        }
+    }
+
+    /// Adds a middleware after those already added.
+    pub fn add(&mut self, middleware: impl Middleware) -> &mut Pipeline {
+        self.middleware.push(Box::new(middleware));
+        self
+    }
+
+    /// Adds a boxed middleware after those already added.
+    pub fn add_boxed(&mut self, middleware: Box<dyn Middleware>) -> &mut Pipeline {
+        self.middleware.push(middleware);
+        self
+    }
+
+    /// The request's context.
+    pub fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+
+    /// The request's context, mutably.
+    pub fn ctx_mut(&mut self) -> &mut Ctx {
+        &mut self.ctx
+    }
+
+    /// The names of the middleware, in order.
+    pub fn middleware_names(&self) -> Vec<&'static str> {
+        self.middleware.iter().map(|m| m.name()).collect()
+    }
+
+    /// Replaces the pipeline's [`Settings`].
+    pub fn set_settings(&mut self, settings: Settings) {
+        self.settings = settings;
+    }
+
+    /// Runs the request in a spawned task and returns a handle that resolves to the answer.
+    ///
+    /// Dropping the handle, or the [`ResponseStream`] it yields, before the answer is complete
+    /// means the client went away: the provider call is stopped and `on_complete` runs with
+    /// [`Outcome::Cancelled`]. Must be called within a tokio runtime.
+    pub fn start(self, req: ChatRequest) -> Running {
+        let (head_tx, head_rx) = oneshot::channel();
+        tokio::spawn(
+            Driver {
+                ctx: self.ctx,
+                middleware: self.middleware,
+                settings: self.settings,
+            }
+            .drive(req, head_tx),
+        );
+        Running { head_rx }
+    }
+
+    /// Runs the request and waits for the answer: [`Pipeline::start`], awaited.
+    pub async fn run(self, req: ChatRequest) -> Result<Output, Error> {
+        self.start(req).await
+    }
+}
+
+/// The answer of a pipeline.
+// Moved once per request or chunk; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Output {
+    /// A non-streamed completion.
+    Complete(ChatCompletion),
+    /// A stream of chunks; the first is already in hand.
+    Stream(ResponseStream),
+}
+
+/// One item of a [`ResponseStream`].
+// Moved once per request or chunk; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum StreamItem {
+    /// A chunk for the client.
+    Chunk(ChatChunk),
+    /// An error after chunks were sent; it is the last item.
+    Error(Error),
+}
+
+/// The chunks of a streamed answer. The stream ends after the last chunk (the server then
+/// writes `data: [DONE]`) or after an [`StreamItem::Error`]. Dropping it stops the request.
+#[derive(Debug)]
+pub struct ResponseStream {
+    rx: mpsc::Receiver<StreamItem>,
+}
+
+impl futures_util::Stream for ResponseStream {
+    type Item = StreamItem;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamItem>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// A running pipeline; resolves to its answer. Dropping it cancels the request.
+#[derive(Debug)]
+pub struct Running {
+    head_rx: oneshot::Receiver<Result<Output, Error>>,
+}
+
+impl Future for Running {
+    type Output = Result<Output, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.head_rx).poll(cx).map(|answer| {
+            answer.unwrap_or_else(|_| {
+                Err(Error::internal(
+                    "the request pipeline stopped without an answer",
+                ))
+            })
+        })
+    }
+}
+
+/// How a phase failed: with an error for the client, or because the client left.
+enum Stop {
+    Error(Error),
+    Cancelled,
+}
+
+impl From<Error> for Stop {
+    fn from(err: Error) -> Stop {
+        Stop::Error(err)
+    }
+}
+
+/// What an attempt produced.
+enum Answer {
+    Complete(ChatCompletion),
+    Stream {
+        first: Option<ChatChunk>,
+        rest: ChunkStream,
+    },
+}
+
+/// Owns the middleware and drives one request through its phases.
+struct Driver {
+    ctx: Ctx,
+    middleware: Vec<Box<dyn Middleware>>,
+    settings: Settings,
+}
+
+type HeadSender = oneshot::Sender<Result<Output, Error>>;
+
+impl Driver {
+    async fn drive(mut self, mut req: ChatRequest, mut head: HeadSender) {
+        let streaming = req.is_stream();
+        let answer = match self.request_phase(&mut req).await {
+            Ok(Some(response)) => {
+                self.respond_short_circuit(response, streaming, head).await;
+                return;
+            }
+            Ok(None) => self.attempt_loop(&req, streaming, &mut head).await,
+            Err(err) => {
+                self.observe_error(&err).await;
+                Err(Stop::Error(err))
+            }
+        };
+        match answer {
+            Ok(Answer::Complete(response)) => self.finish_complete(&req, response, head).await,
+            Ok(Answer::Stream { first, rest }) => self.stream(&req, first, rest, head).await,
+            Err(Stop::Error(err)) => {
+                let _ = head.send(Err(err.clone()));
+                self.complete(&Outcome::Failed(&err)).await;
+            }
+            Err(Stop::Cancelled) => self.complete(&Outcome::Cancelled).await,
+        }
+    }
+
+    /// `on_request`, in order. `Some` is a short-circuit response.
+    async fn request_phase(&mut self, req: &mut ChatRequest) -> Result<Option<ChatCompletion>, Error> {
+        for middleware in &mut self.middleware {
+            let name = middleware.name();
+            let flow = guard(name, middleware.on_request(&mut self.ctx, req)).await??;
+            if let Flow::Respond(response) = flow {
+                return Ok(Some(response));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn respond_short_circuit(
+        &mut self,
+        response: ChatCompletion,
+        streaming: bool,
+        head: HeadSender,
+    ) {
+        self.ctx.usage = response.usage.clone();
+        if streaming {
+            let (tx, rx) = mpsc::channel(self.settings.stream_buffer);
+            if head.send(Ok(Output::Stream(ResponseStream { rx }))).is_err() {
+                return self.complete(&Outcome::Cancelled).await;
+            }
+            for chunk in response.to_chunks(self.ctx.original().wants_stream_usage()) {
+                if tx.send(StreamItem::Chunk(chunk)).await.is_err() {
+                    return self.complete(&Outcome::Cancelled).await;
+                }
+            }
+        } else {
+            // The response leaves with the head; on_complete sees the same value.
+            if head.send(Ok(Output::Complete(response.clone()))).is_err() {
+                return self.complete(&Outcome::Cancelled).await;
+            }
+        }
+        self.complete(&Outcome::Success(&response)).await;
+    }
+
+    /// Attempts the provider call until it succeeds, a middleware stops retrying, the cap is
+    /// reached, or the client leaves. For streams, success means the first chunk arrived.
+    async fn attempt_loop(
+        &mut self,
+        base: &ChatRequest,
+        streaming: bool,
+        head: &mut HeadSender,
+    ) -> Result<Answer, Stop> {
+        loop {
+            self.ctx.attempt += 1;
+            let attempt = self.ctx.attempt;
+            let result = tokio::select! {
+                biased;
+                _ = head.closed() => return Err(Stop::Cancelled),
+                result = self.attempt(base, streaming) => result,
+            };
+            let err = match result {
+                Ok(answer) => return Ok(answer),
+                Err(err) => err,
+            };
+            let action = self.on_error(&err, RetryWindow::Open { attempt }).await;
+            match action {
+                ErrorAction::Retry { after } if attempt < self.settings.max_attempts => {
+                    tokio::select! {
+                        biased;
+                        _ = head.closed() => return Err(Stop::Cancelled),
+                        _ = tokio::time::sleep(after) => {}
+                    }
+                }
+                _ => return Err(Stop::Error(err)),
+            }
+        }
+    }
+
+    async fn attempt(&mut self, base: &ChatRequest, streaming: bool) -> Result<Answer, Error> {
+        let mut req = base.clone();
+        for middleware in &mut self.middleware {
+            let name = middleware.name();
+            guard(name, middleware.on_attempt(&mut self.ctx, &mut req)).await??;
+        }
+        let target = self.ctx.providers().resolve(&req.model)?;
+        self.ctx.target = Some(TargetInfo {
+            provider: target.provider_name.clone(),
+            model: target.model.clone(),
+        });
+        req.model = target.model;
+        // Client metadata is for the proxy; providers never see it.
+        req.metadata = None;
+        let provider = target.provider;
+        let provider_name = target.provider_name;
+        if streaming {
+            // Always ask for usage so every stream is accounted for; the chunk the client did
+            // not ask for is dropped before it reaches them.
+            req.stream = Some(true);
+            req.stream_options
+                .get_or_insert_with(StreamOptions::default)
+                .include_usage = Some(true);
+            let mut rest = guard(&provider_name, provider.chat_stream(req)).await??;
+            let first = match guard(&provider_name, rest.next()).await? {
+                Some(first) => Some(first?),
+                None => None,
+            };
+            Ok(Answer::Stream { first, rest })
+        } else {
+            Ok(Answer::Complete(guard(&provider_name, provider.chat(req)).await??))
+        }
+    }
+
+    async fn finish_complete(&mut self, req: &ChatRequest, mut response: ChatCompletion, head: HeadSender) {
+        match &response.usage {
+            Some(usage) => self.ctx.usage = Some(usage.clone()),
+            None => {
+                self.ctx.usage = Some(estimate_usage(req, &response));
+                self.ctx.usage_estimated = true;
+            }
+        }
+        let mut failure = None;
+        for middleware in self.middleware.iter_mut().rev() {
+            let name = middleware.name();
+            let result = guard(
+                name,
+                middleware.on_response(&mut self.ctx, ResponseView::Complete(&mut response)),
+            )
+            .await;
+            if let Err(err) = result.and_then(|r| r) {
+                failure = Some(err);
+                break;
+            }
+        }
+        if let Some(err) = failure {
+            self.observe_error(&err).await;
+            let _ = head.send(Err(err.clone()));
+            return self.complete(&Outcome::Failed(&err)).await;
+        }
+        let sent = response.clone();
+        if head.send(Ok(Output::Complete(sent))).is_err() {
+            return self.complete(&Outcome::Cancelled).await;
+        }
+        self.complete(&Outcome::Success(&response)).await;
+    }
+
+    async fn stream(
+        &mut self,
+        req: &ChatRequest,
+        first: Option<ChatChunk>,
+        mut rest: ChunkStream,
+        head: HeadSender,
+    ) {
+        let (tx, rx) = mpsc::channel(self.settings.stream_buffer);
+        if head.send(Ok(Output::Stream(ResponseStream { rx }))).is_err() {
+            drop(rest);
+            return self.complete(&Outcome::Cancelled).await;
+        }
+        let client_wants_usage = self.ctx.original().wants_stream_usage();
+        let mut assembler = StreamAssembler::default();
+        let mut next = first.map(Ok);
+        let ended: Result<(), Stop> = loop {
+            let item = match next.take() {
+                Some(item) => Some(item),
+                None => tokio::select! {
+                    biased;
+                    _ = tx.closed() => break Err(Stop::Cancelled),
+                    item = rest.next() => item,
+                },
+            };
+            let mut chunk = match item {
+                None => break Ok(()),
+                Some(Err(err)) => break Err(Stop::Error(err)),
+                Some(Ok(chunk)) => chunk,
+            };
+            if self.ctx.first_chunk_at.is_none() {
+                self.ctx.first_chunk_at = Some(std::time::Instant::now());
+            }
+            if let Err(err) = self.on_chunk(&mut chunk) {
+                break Err(Stop::Error(err));
+            }
+            assembler.push(&chunk);
+            if !client_wants_usage {
+                if chunk.choices.is_empty() && chunk.usage().is_some() {
+                    continue;
+                }
+                chunk.usage = None;
+            }
+            if tx.send(StreamItem::Chunk(chunk)).await.is_err() {
+                break Err(Stop::Cancelled);
+            }
+        };
+        // Stop the upstream call before anything else: the client is done with it.
+        drop(rest);
+        self.ctx.usage = Some(assembler.usage_or_estimate(req));
+        self.ctx.usage_estimated = assembler.usage().is_none();
+        let response = assembler.finish();
+        let ended = match ended {
+            Ok(()) => self.stream_response(&response).await.map_err(Stop::Error),
+            other => other,
+        };
+        match ended {
+            Ok(()) => {
+                drop(tx);
+                self.complete(&Outcome::Success(&response)).await;
+            }
+            Err(Stop::Error(err)) => {
+                self.observe_error(&err).await;
+                let _ = tx.send(StreamItem::Error(err.clone())).await;
+                drop(tx);
+                self.complete(&Outcome::Failed(&err)).await;
+            }
+            Err(Stop::Cancelled) => self.complete(&Outcome::Cancelled).await,
+        }
+    }
+
+    async fn stream_response(&mut self, response: &ChatCompletion) -> Result<(), Error> {
+        for middleware in self.middleware.iter_mut().rev() {
+            let name = middleware.name();
+            guard(
+                name,
+                middleware.on_response(&mut self.ctx, ResponseView::Streamed(response)),
+            )
+            .await??;
+        }
+        Ok(())
+    }
+
+    fn on_chunk(&mut self, chunk: &mut ChatChunk) -> Result<(), Error> {
+        for middleware in self.middleware.iter_mut().rev() {
+            let name = middleware.name();
+            let ctx = &mut self.ctx;
+            std::panic::catch_unwind(AssertUnwindSafe(|| middleware.on_chunk(ctx, chunk)))
+                .map_err(|_| panicked(name))??;
+        }
+        Ok(())
+    }
+
+    /// `on_error` in reverse order; the first `Retry` wins, but every middleware sees the error.
+    async fn on_error(&mut self, err: &Error, window: RetryWindow) -> ErrorAction {
+        let mut decision = ErrorAction::Propagate;
+        for middleware in self.middleware.iter_mut().rev() {
+            let name = middleware.name();
+            let action = guard(name, middleware.on_error(&mut self.ctx, err, window))
+                .await
+                .unwrap_or(ErrorAction::Propagate);
+            if decision == ErrorAction::Propagate && window != RetryWindow::Closed {
+                decision = action;
+            }
+        }
+        decision
+    }
+
+    /// Lets every middleware see an error no retry can fix.
+    async fn observe_error(&mut self, err: &Error) {
+        self.on_error(err, RetryWindow::Closed).await;
+    }
+
+    /// `on_complete` in reverse order, exactly once.
+    async fn complete(&mut self, outcome: &Outcome<'_>) {
+        for middleware in self.middleware.iter_mut().rev() {
+            let name = middleware.name();
+            if guard(name, middleware.on_complete(&self.ctx, outcome)).await.is_err() {
+                tracing::error!(
+                    request_id = self.ctx.request_id(),
+                    middleware = name,
+                    "on_complete panicked"
+                );
+            }
+        }
+    }
+}
+
+/// Runs a hook or provider future, turning a panic into an internal error.
+async fn guard<F: Future>(name: &str, future: F) -> Result<F::Output, Error> {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(|_| panicked(name))
+}
+
+fn panicked(name: &str) -> Error {
+    Error::internal(format!("'{name}' panicked while handling the request"))
+}
+
+/// Usage for a response that reported none.
+fn estimate_usage(req: &ChatRequest, response: &ChatCompletion) -> Usage {
+    let prompt = req.messages.iter().map(|m| estimate_tokens(&m.text()) + 3).sum();
+    let completion = response
+        .choices
+        .iter()
+        .map(|c| estimate_tokens(&c.message.text()))
+        .sum();
+    Usage::new(prompt, completion)
+}
+
