@@ -17,6 +17,7 @@ use sllmp_pipeline::{
     StreamItem, Validation,
 };
 
+#[allow(clippy::large_enum_variant)]
 enum Script {
     Complete(ChatCompletion),
     Fail(Error),
