@@ -73,7 +73,11 @@ impl StreamAssembler {
     }
 
     fn push_choice(&mut self, choice: &ChunkChoice) {
-        let state = match self.choices.iter_mut().position(|c| c.index == choice.index) {
+        let state = match self
+            .choices
+            .iter_mut()
+            .position(|c| c.index == choice.index)
+        {
             Some(at) => &mut self.choices[at],
             None => {
                 self.choices.push(ChoiceState {
@@ -88,7 +92,10 @@ impl StreamAssembler {
             state.role = Some(role.clone());
         }
         if let Some(piece) = &delta.content {
-            state.content.get_or_insert_with(String::new).push_str(piece);
+            state
+                .content
+                .get_or_insert_with(String::new)
+                .push_str(piece);
         }
         for (key, value) in &delta.extra {
             // String fields such as `refusal` or `reasoning_content` arrive in pieces too.
@@ -101,7 +108,11 @@ impl StreamAssembler {
             }
         }
         for call in delta.tool_calls.iter().flatten() {
-            let entry = match state.tool_calls.iter_mut().position(|t| t.index == call.index) {
+            let entry = match state
+                .tool_calls
+                .iter_mut()
+                .position(|t| t.index == call.index)
+            {
                 Some(at) => &mut state.tool_calls[at],
                 None => {
                     state.tool_calls.push(ToolCallState {
@@ -147,7 +158,10 @@ impl StreamAssembler {
             .iter()
             .map(|c| {
                 c.content.as_ref().map_or(0, String::len)
-                    + c.tool_calls.iter().map(|t| t.arguments.len()).sum::<usize>()
+                    + c.tool_calls
+                        .iter()
+                        .map(|t| t.arguments.len())
+                        .sum::<usize>()
             })
             .sum()
     }
@@ -175,7 +189,10 @@ impl StreamAssembler {
                 Choice {
                     index: state.index,
                     message: Message {
-                        role: state.role.clone().unwrap_or_else(|| "assistant".to_string()),
+                        role: state
+                            .role
+                            .clone()
+                            .unwrap_or_else(|| "assistant".to_string()),
                         content: state.content.clone().map(Value::String),
                         tool_calls: (!tool_calls.is_empty()).then_some(tool_calls),
                         extra: state.extra.clone(),
@@ -286,7 +303,11 @@ impl ChatCompletion {
             chunks.push(chunk(vec![choice(
                 c.index,
                 Delta::default(),
-                Some(c.finish_reason.clone().unwrap_or_else(|| "stop".to_string())),
+                Some(
+                    c.finish_reason
+                        .clone()
+                        .unwrap_or_else(|| "stop".to_string()),
+                ),
             )]));
         }
         if include_usage {
@@ -367,8 +388,10 @@ mod tests {
     fn estimates_usage_when_the_stream_reported_none() {
         let mut assembler = StreamAssembler::default();
         assembler.push(
-            &serde_json::from_value(json!({"id":"c","choices":[{"index":0,"delta":{"content":"12345678"}}]}))
-                .unwrap(),
+            &serde_json::from_value(
+                json!({"id":"c","choices":[{"index":0,"delta":{"content":"12345678"}}]}),
+            )
+            .unwrap(),
         );
         let request: ChatRequest = serde_json::from_value(
             json!({"model":"m","messages":[{"role":"user","content":"abcd"}]}),

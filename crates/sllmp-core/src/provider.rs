@@ -131,7 +131,11 @@ impl ProviderRegistry {
     /// provider is a 404 `model_not_found` naming the fix.
     pub fn resolve(&self, model: &str) -> Result<Target, Error> {
         let Some((provider_name, model_name)) = model.split_once(':') else {
-            let known = self.names().next().unwrap_or("openai");
+            let known = if self.providers.is_empty() || self.providers.contains_key("openai") {
+                "openai"
+            } else {
+                self.names().next().unwrap_or("openai")
+            };
             return Err(Error::model_not_found(format!(
                 "model '{model}' must be written as provider:model, e.g. '{known}:{model}'"
             )));

@@ -262,7 +262,10 @@ impl Driver {
     }
 
     /// `on_request`, in order. `Some` is a short-circuit response.
-    async fn request_phase(&mut self, req: &mut ChatRequest) -> Result<Option<ChatCompletion>, Error> {
+    async fn request_phase(
+        &mut self,
+        req: &mut ChatRequest,
+    ) -> Result<Option<ChatCompletion>, Error> {
         for middleware in &mut self.middleware {
             let name = middleware.name();
             let flow = guard(name, middleware.on_request(&mut self.ctx, req)).await??;
@@ -282,7 +285,10 @@ impl Driver {
         self.ctx.usage = response.usage.clone();
         if streaming {
             let (tx, rx) = mpsc::channel(self.settings.stream_buffer);
-            if head.send(Ok(Output::Stream(ResponseStream { rx }))).is_err() {
+            if head
+                .send(Ok(Output::Stream(ResponseStream { rx })))
+                .is_err()
+            {
                 return self.complete(&Outcome::Cancelled).await;
             }
             for chunk in response.to_chunks(self.ctx.original().wants_stream_usage()) {
@@ -363,11 +369,18 @@ impl Driver {
             };
             Ok(Answer::Stream { first, rest })
         } else {
-            Ok(Answer::Complete(guard(&provider_name, provider.chat(req)).await??))
+            Ok(Answer::Complete(
+                guard(&provider_name, provider.chat(req)).await??,
+            ))
         }
     }
 
-    async fn finish_complete(&mut self, req: &ChatRequest, mut response: ChatCompletion, head: HeadSender) {
+    async fn finish_complete(
+        &mut self,
+        req: &ChatRequest,
+        mut response: ChatCompletion,
+        head: HeadSender,
+    ) {
         match &response.usage {
             Some(usage) => self.ctx.usage = Some(usage.clone()),
             None => {
@@ -408,7 +421,10 @@ impl Driver {
         head: HeadSender,
     ) {
         let (tx, rx) = mpsc::channel(self.settings.stream_buffer);
-        if head.send(Ok(Output::Stream(ResponseStream { rx }))).is_err() {
+        if head
+            .send(Ok(Output::Stream(ResponseStream { rx })))
+            .is_err()
+        {
             drop(rest);
             return self.complete(&Outcome::Cancelled).await;
         }
@@ -516,7 +532,10 @@ impl Driver {
     async fn complete(&mut self, outcome: &Outcome<'_>) {
         for middleware in self.middleware.iter_mut().rev() {
             let name = middleware.name();
-            if guard(name, middleware.on_complete(&self.ctx, outcome)).await.is_err() {
+            if guard(name, middleware.on_complete(&self.ctx, outcome))
+                .await
+                .is_err()
+            {
                 tracing::error!(
                     request_id = self.ctx.request_id(),
                     middleware = name,
@@ -541,7 +560,11 @@ fn panicked(name: &str) -> Error {
 
 /// Usage for a response that reported none.
 fn estimate_usage(req: &ChatRequest, response: &ChatCompletion) -> Usage {
-    let prompt = req.messages.iter().map(|m| estimate_tokens(&m.text()) + 3).sum();
+    let prompt = req
+        .messages
+        .iter()
+        .map(|m| estimate_tokens(&m.text()) + 3)
+        .sum();
     let completion = response
         .choices
         .iter()
@@ -549,4 +572,3 @@ fn estimate_usage(req: &ChatRequest, response: &ChatCompletion) -> Usage {
         .sum();
     Usage::new(prompt, completion)
 }
-

@@ -13,8 +13,8 @@ use sllmp_core::{
     ProviderRegistry,
 };
 use sllmp_pipeline::{
-    Ctx, ErrorAction, Flow, Hooks, Output, Pipeline, ResponseView, Retry, RetryWindow,
-    StreamItem, Validation,
+    Ctx, ErrorAction, Flow, Hooks, Output, Pipeline, ResponseView, Retry, RetryWindow, StreamItem,
+    Validation,
 };
 
 #[allow(clippy::large_enum_variant)]
@@ -22,7 +22,10 @@ enum Script {
     Complete(ChatCompletion),
     Fail(Error),
     /// Items of a stream; when `hang` is set the stream never ends after them.
-    Stream { items: Vec<Result<ChatChunk, Error>>, hang: bool },
+    Stream {
+        items: Vec<Result<ChatChunk, Error>>,
+        hang: bool,
+    },
 }
 
 #[derive(Default)]
@@ -42,7 +45,14 @@ impl Provider for Shared {
 
     async fn chat(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
         self.0.calls.lock().unwrap().push(req);
-        match self.0.scripts.lock().unwrap().pop_front().expect("a script") {
+        match self
+            .0
+            .scripts
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("a script")
+        {
             Script::Complete(resp) => Ok(resp),
             Script::Fail(err) => Err(err),
             Script::Stream { .. } => panic!("stream script for a non-stream call"),
@@ -51,7 +61,14 @@ impl Provider for Shared {
 
     async fn chat_stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
         self.0.calls.lock().unwrap().push(req);
-        match self.0.scripts.lock().unwrap().pop_front().expect("a script") {
+        match self
+            .0
+            .scripts
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("a script")
+        {
             Script::Fail(err) => Err(err),
             Script::Stream { items, hang } => {
                 let guard = DropCounter(Arc::clone(&self.0.streams_dropped));
@@ -107,7 +124,10 @@ fn usage_chunk() -> ChatChunk {
 }
 
 fn unavailable() -> Error {
-    Error::new(ErrorKind::ProviderUnavailable, "scripted returned 503: busy")
+    Error::new(
+        ErrorKind::ProviderUnavailable,
+        "scripted returned 503: busy",
+    )
 }
 
 fn request(stream: bool) -> ChatRequest {
@@ -138,7 +158,9 @@ fn recorder(name: &'static str, log: &Log) -> Hooks {
             Ok(Flow::Continue)
         })
         .on_attempt(move |ctx, _| {
-            l2.lock().unwrap().push(format!("{name}.attempt{}", ctx.attempt()));
+            l2.lock()
+                .unwrap()
+                .push(format!("{name}.attempt{}", ctx.attempt()));
             Ok(())
         })
         .on_chunk(move |_, _| {
@@ -158,11 +180,15 @@ fn recorder(name: &'static str, log: &Log) -> Hooks {
                 RetryWindow::Open { attempt } => format!("open{attempt}"),
                 RetryWindow::Closed => "closed".into(),
             };
-            l5.lock().unwrap().push(format!("{name}.error:{}:{window}", err.kind().as_str()));
+            l5.lock()
+                .unwrap()
+                .push(format!("{name}.error:{}:{window}", err.kind().as_str()));
             ErrorAction::Propagate
         })
         .on_complete(move |_, outcome| {
-            l6.lock().unwrap().push(format!("{name}.complete:{}", outcome.as_str()));
+            l6.lock()
+                .unwrap()
+                .push(format!("{name}.complete:{}", outcome.as_str()));
         })
 }
 
@@ -203,7 +229,9 @@ impl Setup {
 }
 
 fn fast_retry() -> Retry {
-    Retry::new().base_delay(Duration::from_millis(1)).jitter(false)
+    Retry::new()
+        .base_delay(Duration::from_millis(1))
+        .jitter(false)
 }
 
 async fn collect(stream: sllmp_pipeline::ResponseStream) -> Vec<String> {
@@ -263,7 +291,11 @@ async fn retries_before_the_first_chunk() {
         panic!("expected a stream")
     };
     let frames = collect(stream).await;
-    assert_eq!(frames.len(), 2, "the usage chunk the client did not ask for is dropped");
+    assert_eq!(
+        frames.len(),
+        2,
+        "the usage chunk the client did not ask for is dropped"
+    );
     assert_eq!(setup.calls(), 3);
     // The provider was asked for usage although the client did not ask.
     let sent = setup.provider.calls.lock().unwrap()[2].clone();
@@ -347,7 +379,11 @@ async fn a_client_that_leaves_mid_stream_stops_the_provider_and_completes_once()
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(setup.provider.streams_dropped.load(Ordering::SeqCst), 1);
-    let completes: Vec<_> = setup.log().into_iter().filter(|l| l.contains("complete")).collect();
+    let completes: Vec<_> = setup
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("complete"))
+        .collect();
     assert_eq!(completes, ["b.complete:cancelled", "a.complete:cancelled"]);
 }
 
@@ -376,7 +412,8 @@ async fn a_short_circuit_skips_the_provider_and_streams_as_chunks() {
     let setup = Setup::new(vec![]);
     let req = request(true);
     let mut pipeline = setup.pipeline(&req);
-    pipeline.add(Hooks::new("cache").on_request(|_, _| Ok(Flow::Respond(completion("cached answer")))));
+    pipeline
+        .add(Hooks::new("cache").on_request(|_, _| Ok(Flow::Respond(completion("cached answer")))));
     let Output::Stream(stream) = pipeline.run(req).await.unwrap() else {
         panic!("expected a stream")
     };
@@ -393,7 +430,12 @@ async fn hook_errors_are_never_swallowed() {
     let req = request(false);
     let mut pipeline = setup.pipeline(&req);
     pipeline.add(Hooks::new("strict").on_response(|_, _| {
-        Err(Error::custom(422, "policy_error", Some("blocked"), "blocked by policy"))
+        Err(Error::custom(
+            422,
+            "policy_error",
+            Some("blocked"),
+            "blocked by policy",
+        ))
     }));
     let err = pipeline.run(req).await.unwrap_err();
     assert_eq!((err.status(), err.error_type()), (422, "policy_error"));

@@ -84,5 +84,8 @@ fn openai_chunks_round_trip_byte_for_byte() {
     let raw = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#;
     let chunk: ChatChunk = serde_json::from_str(raw).unwrap();
     let back: serde_json::Value = serde_json::to_value(&chunk).unwrap();
-    assert_eq!(back, serde_json::from_str::<serde_json::Value>(raw).unwrap());
+    assert_eq!(
+        back,
+        serde_json::from_str::<serde_json::Value>(raw).unwrap()
+    );
 }

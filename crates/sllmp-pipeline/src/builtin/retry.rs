@@ -152,7 +152,9 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let retry = Retry::new().base_delay(Duration::from_secs(1)).max_delay(Duration::from_secs(5));
+        let retry = Retry::new()
+            .base_delay(Duration::from_secs(1))
+            .max_delay(Duration::from_secs(5));
         let delays: Vec<u64> = (1..=5).map(|n| retry.backoff(n).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 5, 5]);
     }

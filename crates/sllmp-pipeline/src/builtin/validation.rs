@@ -172,14 +172,46 @@ mod tests {
     #[test]
     fn rejects_out_of_range_parameters() {
         let cases = [
-            ("temperature", json!(2.01), "Invalid value for 'temperature': 2.01 is not between 0 and 2."),
-            ("temperature", json!(-0.1), "Invalid value for 'temperature': -0.1 is not between 0 and 2."),
-            ("top_p", json!(1.5), "Invalid value for 'top_p': 1.5 is not between 0 and 1."),
-            ("presence_penalty", json!(-3), "Invalid value for 'presence_penalty': -3 is not between -2 and 2."),
-            ("frequency_penalty", json!(2.5), "Invalid value for 'frequency_penalty': 2.5 is not between -2 and 2."),
-            ("n", json!(0), "Invalid value for 'n': 0 is less than the minimum of 1."),
-            ("max_tokens", json!(0), "Invalid value for 'max_tokens': 0 is less than the minimum of 1."),
-            ("max_completion_tokens", json!(-5), "Invalid value for 'max_completion_tokens': -5 is less than the minimum of 1."),
+            (
+                "temperature",
+                json!(2.01),
+                "Invalid value for 'temperature': 2.01 is not between 0 and 2.",
+            ),
+            (
+                "temperature",
+                json!(-0.1),
+                "Invalid value for 'temperature': -0.1 is not between 0 and 2.",
+            ),
+            (
+                "top_p",
+                json!(1.5),
+                "Invalid value for 'top_p': 1.5 is not between 0 and 1.",
+            ),
+            (
+                "presence_penalty",
+                json!(-3),
+                "Invalid value for 'presence_penalty': -3 is not between -2 and 2.",
+            ),
+            (
+                "frequency_penalty",
+                json!(2.5),
+                "Invalid value for 'frequency_penalty': 2.5 is not between -2 and 2.",
+            ),
+            (
+                "n",
+                json!(0),
+                "Invalid value for 'n': 0 is less than the minimum of 1.",
+            ),
+            (
+                "max_tokens",
+                json!(0),
+                "Invalid value for 'max_tokens': 0 is less than the minimum of 1.",
+            ),
+            (
+                "max_completion_tokens",
+                json!(-5),
+                "Invalid value for 'max_completion_tokens': -5 is less than the minimum of 1.",
+            ),
         ];
         for (key, value, message) in cases {
             assert_eq!(
@@ -193,14 +225,23 @@ mod tests {
     fn requires_model_and_messages() {
         assert_eq!(
             check(json!({"messages": [{"role": "user", "content": "hi"}]})),
-            Err(("missing_required_parameter".into(), "model".into(), "Missing required parameter: 'model'.".into()))
+            Err((
+                "missing_required_parameter".into(),
+                "model".into(),
+                "Missing required parameter: 'model'.".into()
+            ))
         );
         assert_eq!(
-            check(json!({"model": "", "messages": [{"role": "user", "content": "hi"}]})).unwrap_err().1,
+            check(json!({"model": "", "messages": [{"role": "user", "content": "hi"}]}))
+                .unwrap_err()
+                .1,
             "model"
         );
         assert_eq!(check(json!({"model": "m"})).unwrap_err().1, "messages");
-        assert_eq!(check(json!({"model": "m", "messages": []})).unwrap_err().1, "messages");
+        assert_eq!(
+            check(json!({"model": "m", "messages": []})).unwrap_err().1,
+            "messages"
+        );
     }
 
     #[test]
@@ -220,11 +261,15 @@ mod tests {
             "messages[1].content"
         );
         assert_eq!(
-            check(json!({"model": "m", "messages": [{"role": "user", "content": null}]})).unwrap_err().1,
+            check(json!({"model": "m", "messages": [{"role": "user", "content": null}]}))
+                .unwrap_err()
+                .1,
             "messages[0].content"
         );
         assert_eq!(
-            check(json!({"model": "m", "messages": [{"role": "user", "content": 5}]})).unwrap_err().0,
+            check(json!({"model": "m", "messages": [{"role": "user", "content": 5}]}))
+                .unwrap_err()
+                .0,
             "invalid_type"
         );
     }

@@ -1,0 +1,283 @@
+//! [`Gateway`]: a loaded [`Config`] turned into providers and a pipeline factory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sllmp_core::{ChatRequest, Error, ModelInfo, ProviderRegistry, Secret};
+use sllmp_observe::RequestLog;
+use sllmp_pipeline::{Ctx, Flow, Middleware, Pipeline, PipelineFactory, Retry};
+use sllmp_providers::{DEFAULT_API_BASE, HttpClient, PROVIDER_TYPES};
+
+use crate::error::{KeyPath, Problem};
+use crate::{Config, ConfigError, FeatureError, ResolvedFeature};
+
+/// The providers and pipeline a configuration describes, ready to serve.
+///
+/// Every feature gets its own provider registry: the built-in `mock` and `openai`
+/// providers, then the feature's `providers` aliases, each with the feature's
+/// `provider_api_keys` baked in. Requests pick their feature at `on_request` time.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use sllmp_config::{Config, Gateway};
+///
+/// let config = Config::from_yaml_with_env(
+///     "defaults: {}\nfeatures:\n  default:\n    model: mock:echo\n",
+///     "config.yaml",
+///     &|_| None,
+/// )
+/// .unwrap();
+/// let gateway = Gateway::build(config, &sllmp_providers::http_client(&Default::default())).unwrap();
+/// assert!(gateway.models().iter().any(|m| m.id == "mock:echo"));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    features: BTreeMap<String, FeatureRuntime>,
+    default_providers: Arc<ProviderRegistry>,
+    models: Vec<ModelInfo>,
+}
+
+struct FeatureRuntime {
+    providers: Arc<ProviderRegistry>,
+    model: Option<String>,
+}
+
+impl Gateway {
+    /// Builds every feature's providers. A provider option that is wrong, an alias of an
+    /// unknown provider type, or a limit this version cannot enforce is an error naming the
+    /// file and key.
+    pub fn build(config: Config, client: &HttpClient) -> Result<Gateway, ConfigError> {
+        Gateway::build_with_env(config, client, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Gateway::build`] with the environment (`OPENAI_API_KEY`) injected, for tests.
+    pub fn build_with_env(
+        config: Config,
+        client: &HttpClient,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Gateway, ConfigError> {
+        let mut problems = Vec::new();
+        let mut features = BTreeMap::new();
+        let mut models = BTreeMap::new();
+        let openai_env_key = env("OPENAI_API_KEY")
+            .filter(|k| !k.is_empty())
+            .map(Secret::new);
+        for feature in config.features() {
+            let path = KeyPath::root().key("features").key(&feature.name);
+            if !feature.budget_constraints.is_empty() {
+                problems.push(Problem::at(
+                    &path.key("budget_constraints"),
+                    "rate limits and budgets are not enforced by this version of sllmp; \
+                     remove budget_constraints rather than run without the limits you expect",
+                ));
+            }
+            if feature.langfuse.is_some() {
+                tracing::warn!(
+                    feature = feature.name.as_str(),
+                    "langfuse settings are read but this version of sllmp does not export to Langfuse yet"
+                );
+            }
+            let providers = feature_providers(
+                feature,
+                client,
+                openai_env_key.as_ref(),
+                &path,
+                &mut problems,
+            );
+            for name in feature.provider_api_keys.keys() {
+                if providers.get(name).is_none() {
+                    tracing::warn!(
+                        feature = feature.name.as_str(),
+                        provider = name.as_str(),
+                        "provider_api_keys names a provider that is not configured; the key is unused"
+                    );
+                }
+            }
+            if let Some(model) = &feature.model {
+                let owned_by = model.split(':').next().unwrap_or_default().to_string();
+                models.insert(model.clone(), owned_by);
+            }
+            features.insert(
+                feature.name.clone(),
+                FeatureRuntime {
+                    providers: Arc::new(providers),
+                    model: feature.model.clone(),
+                },
+            );
+        }
+        if !problems.is_empty() {
+            problems.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+            problems.dedup();
+            return Err(ConfigError::new(config.origin(), problems));
+        }
+        let default_providers = features
+            .get("default")
+            .or_else(|| features.values().next())
+            .map(|f| Arc::clone(&f.providers))
+            .unwrap_or_default();
+        let models = models
+            .into_iter()
+            .map(|(id, owned_by)| ModelInfo { id, owned_by })
+            .collect();
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                config,
+                features,
+                default_providers,
+                models,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The providers of the `default` feature (or the first), for requests no middleware
+    /// assigned a feature to.
+    pub fn providers(&self) -> Arc<ProviderRegistry> {
+        Arc::clone(&self.inner.default_providers)
+    }
+
+    /// The models the configuration names (each feature's `model`), for `GET /v1/models`.
+    pub fn models(&self) -> Vec<ModelInfo> {
+        self.inner.models.clone()
+    }
+
+    /// Adds the configured middleware to `pipeline`, in order: feature selection (which
+    /// applies the feature's model and providers), request logging, and retry with the
+    /// default backoff. Call it from your own factory to combine it with your middleware.
+    pub fn add_to(&self, pipeline: &mut Pipeline) {
+        pipeline.add(SelectFeature {
+            gateway: self.clone(),
+        });
+        pipeline.add(RequestLog::new());
+        pipeline.add(Retry::new());
+    }
+}
+
+impl PipelineFactory for Gateway {
+    fn build(&self, pipeline: &mut Pipeline) {
+        self.add_to(pipeline);
+    }
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("origin", &self.inner.config.origin())
+            .field("features", &self.inner.features.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The built-in providers plus the feature's aliases, with the feature's keys.
+fn feature_providers(
+    feature: &ResolvedFeature,
+    client: &HttpClient,
+    openai_env_key: Option<&Secret>,
+    path: &KeyPath,
+    problems: &mut Vec<Problem>,
+) -> ProviderRegistry {
+    let mut registry = ProviderRegistry::new();
+    let key = |name: &str| feature.provider_api_keys.get(name).cloned();
+    let empty = sllmp_core::JsonMap::new();
+    let builtins = [
+        ("mock", None),
+        ("openai", key("openai").or_else(|| openai_env_key.cloned())),
+    ];
+    for (name, api_key) in builtins {
+        match sllmp_providers::build(name, name, &empty, api_key, client) {
+            Ok(provider) => registry.insert(name, provider),
+            Err(message) => problems.push(Problem::at(path, message)),
+        }
+    }
+    for (alias, config) in &feature.providers {
+        let alias_path = path.key("providers").key(alias);
+        if !PROVIDER_TYPES.contains(&config.provider.as_str()) {
+            problems.push(Problem::at(
+                &alias_path.key("provider"),
+                format!(
+                    "unknown provider type \"{}\"; use one of: {}",
+                    config.provider,
+                    PROVIDER_TYPES.join(", ")
+                ),
+            ));
+            continue;
+        }
+        // An alias gets its own key. Only an alias that still talks to OpenAI itself may
+        // fall back to the openai key: sending it to another host would leak it.
+        let talks_to_openai = config.provider == "openai"
+            && config
+                .options
+                .get("api_base")
+                .and_then(|v| v.as_str())
+                .is_none_or(|base| base.trim_end_matches('/') == DEFAULT_API_BASE);
+        let api_key = key(alias).or_else(|| {
+            talks_to_openai
+                .then(|| key("openai").or_else(|| openai_env_key.cloned()))
+                .flatten()
+        });
+        match sllmp_providers::build(alias, &config.provider, &config.options, api_key, client) {
+            Ok(provider) => registry.insert(alias.clone(), provider),
+            Err(message) => problems.push(Problem::at(
+                &alias_path,
+                format!("{message}; fix or remove this option"),
+            )),
+        }
+    }
+    registry
+}
+
+/// Picks the request's feature and applies it: providers, keys and model override.
+struct SelectFeature {
+    gateway: Gateway,
+}
+
+#[async_trait::async_trait]
+impl Middleware for SelectFeature {
+    fn name(&self) -> &'static str {
+        "configuration"
+    }
+
+    async fn on_request(&mut self, ctx: &mut Ctx, req: &mut ChatRequest) -> Result<Flow, Error> {
+        let inner = &self.gateway.inner;
+        let header = ctx
+            .headers()
+            .get("x-ai-feature")
+            .and_then(|v| v.to_str().ok());
+        let feature = inner
+            .config
+            .detect_feature(req.metadata.as_ref(), header)
+            .map_err(feature_error)?;
+        let runtime = &inner.features[&feature.name];
+        ctx.set_feature(feature.name.clone());
+        ctx.set_providers(Arc::clone(&runtime.providers));
+        if let Some(model) = &runtime.model {
+            req.model.clone_from(model);
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+fn feature_error(err: FeatureError) -> Error {
+    let (code, param) = match &err {
+        FeatureError::Unknown { source_key, .. } => (
+            "unknown_feature",
+            if source_key.ends_with("header") {
+                "x-ai-feature"
+            } else {
+                source_key
+            },
+        ),
+        FeatureError::Undetermined { .. } => ("feature_required", "metadata.feature"),
+    };
+    Error::invalid_request(code, Some(param.to_string()), err.to_string())
+}

@@ -1,0 +1,808 @@
+//! The YAML schema as serde types.
+//!
+//! The file format is the Python original's (same keys). Where it differs, on purpose:
+//!
+//! - unknown keys are errors (`deny_unknown_fields`), except inside a provider alias, whose
+//!   options the provider adapter validates, and inside `custom`;
+//! - every value is checked where it is read, so each error carries its key path: feature
+//!   and alias names, `provider:model` strings, dimensions, windows, limits;
+//! - a budget constraint needs `budget_limit` or `rate_limit`;
+//! - `langfuse: {enabled: false}` needs no keys;
+//! - numbers and booleans may also be written as strings, so `${VAR}` can supply them;
+//! - an empty mapping written as `key:` (null) counts as `{}`.
+//!
+//! Error messages raised here are final problem text (`<what is wrong>; <how to fix it>`);
+//! the loader adds the key path. They never repeat a value that could be a secret.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::{Map, Value};
+use sllmp_core::Secret;
+
+use crate::error::is_plain_name;
+
+// ---------------------------------------------------------------------------------------
+// Document structure (crate-private).
+// ---------------------------------------------------------------------------------------
+
+/// The whole document. `defaults` and `features` are `Option` so that their absence is
+/// reported by the loader, after every other problem has been collected.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub(crate) defaults: Option<RawDefaults>,
+    /// A feature written as `name:` (null) is a feature that sets nothing.
+    pub(crate) features: Option<BTreeMap<FeatureName, Option<RawFeature>>>,
+}
+
+/// `defaults:`: a feature without `description`, `owner` and `custom`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    pub(crate) model: Option<ModelRef>,
+    pub(crate) provider_api_keys: Option<BTreeMap<String, Secret>>,
+    pub(crate) providers: Option<BTreeMap<AliasName, ProviderAlias>>,
+    pub(crate) budget_constraints: Option<BTreeMap<String, Constraint>>,
+    pub(crate) langfuse: Option<LangfuseSetting>,
+}
+
+/// One entry of `features:`. `None` (absent or null) inherits from `defaults`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFeature {
+    pub(crate) description: Option<String>,
+    pub(crate) owner: Option<String>,
+    pub(crate) model: Option<ModelRef>,
+    pub(crate) provider_api_keys: Option<BTreeMap<String, Secret>>,
+    pub(crate) providers: Option<BTreeMap<AliasName, ProviderAlias>>,
+    pub(crate) budget_constraints: Option<BTreeMap<String, Constraint>>,
+    pub(crate) langfuse: Option<LangfuseSetting>,
+    pub(crate) custom: Option<Map<String, Value>>,
+}
+
+/// A feature name: `^[a-zA-Z0-9_-]+$`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct FeatureName(pub(crate) String);
+
+impl<'de> Deserialize<'de> for FeatureName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        if is_plain_name(&name) {
+            Ok(FeatureName(name))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid feature name; use only letters, digits, \"_\" and \"-\"{}",
+                suggest_name(&name)
+            )))
+        }
+    }
+}
+
+/// A provider alias name: `^[a-zA-Z0-9_-]+$`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct AliasName(pub(crate) String);
+
+impl<'de> Deserialize<'de> for AliasName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        if is_plain_name(&name) {
+            Ok(AliasName(name))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid provider alias name; use only letters, digits, \"_\" and \"-\"{}",
+                suggest_name(&name)
+            )))
+        }
+    }
+}
+
+/// `(e.g. "chat-bot")` for `chat bot`: the name with every other character replaced by `-`.
+fn suggest_name(name: &str) -> String {
+    let fixed: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if fixed.trim_matches('-').is_empty() {
+        String::new()
+    } else {
+        format!(" (e.g. {fixed:?})")
+    }
+}
+
+/// A `provider:model` string, checked: both sides of the first `:` are non-empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ModelRef(pub(crate) String);
+
+impl<'de> Deserialize<'de> for ModelRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let model = String::deserialize(deserializer)?;
+        match model.split_once(':') {
+            Some((provider, name)) if !provider.is_empty() && !name.is_empty() => {
+                Ok(ModelRef(model))
+            }
+            _ => {
+                let example = if model.is_empty() || model.contains(':') {
+                    "openai:gpt-4o".to_owned()
+                } else {
+                    format!("openai:{model}")
+                };
+                Err(de::Error::custom(format!(
+                    "{model:?} is not written as provider:model; write it as e.g. {example:?}"
+                )))
+            }
+        }
+    }
+}
+
+/// A feature's `langfuse:` after reading: off, or on with its settings.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum LangfuseSetting {
+    /// `enabled: false`: no Langfuse for the feature, whatever the defaults say.
+    Disabled,
+    /// Langfuse on, with these settings.
+    Enabled(LangfuseConfig),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLangfuse {
+    public_key: Option<Secret>,
+    #[serde(default, deserialize_with = "non_blank_secret")]
+    secret_key: Option<Secret>,
+    #[serde(default = "default_base_url")]
+    base_url: String,
+    #[serde(default = "yes", deserialize_with = "flexible_bool")]
+    enabled: bool,
+    #[serde(default = "default_prompt_label")]
+    default_prompt_label: String,
+}
+
+fn default_base_url() -> String {
+    LangfuseConfig::DEFAULT_BASE_URL.to_owned()
+}
+
+fn default_prompt_label() -> String {
+    LangfuseConfig::DEFAULT_PROMPT_LABEL.to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl<'de> Deserialize<'de> for LangfuseSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawLangfuse::deserialize(deserializer)?;
+        if !raw.enabled {
+            return Ok(LangfuseSetting::Disabled);
+        }
+        match (raw.public_key, raw.secret_key) {
+            (Some(public_key), Some(secret_key)) => Ok(LangfuseSetting::Enabled(LangfuseConfig {
+                public_key,
+                secret_key,
+                base_url: raw.base_url,
+                enabled: true,
+                default_prompt_label: raw.default_prompt_label,
+            })),
+            // The loader turns `missing field` messages into one problem per named field,
+            // at the field's own path.
+            (None, Some(_)) => Err(de::Error::missing_field("public_key")),
+            (Some(_), None) => Err(de::Error::missing_field("secret_key")),
+            (None, None) => Err(de::Error::custom("missing field `public_key` `secret_key`")),
+        }
+    }
+}
+
+fn non_blank_secret<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Secret>, D::Error> {
+    let secret = Secret::deserialize(deserializer)?;
+    if secret.expose().trim().is_empty() {
+        Err(de::Error::custom(
+            "is empty; set it to the Langfuse secret key, e.g. secret_key: \"${LANGFUSE_SECRET_KEY}\"",
+        ))
+    } else {
+        Ok(Some(secret))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Public types that are read directly from the file.
+// ---------------------------------------------------------------------------------------
+
+/// A provider alias (`providers.<alias>`): a name that stands for a provider plus options.
+///
+/// A model `my-openai:gpt-4o` with alias `my-openai: {provider: openai, api_base: ...}`
+/// calls provider `openai` with the alias's options. The options are not checked here: the
+/// provider adapter validates them.
+///
+/// `Debug` prints the option names only: an option value can be a credential.
+#[derive(Clone, PartialEq)]
+pub struct ProviderAlias {
+    /// The underlying provider, such as `openai`. Never empty.
+    pub provider: String,
+    /// Every other key of the alias, as written (after `${VAR}` substitution).
+    pub options: Map<String, Value>,
+}
+
+impl fmt::Debug for ProviderAlias {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProviderAlias")
+            .field("provider", &self.provider)
+            .field("options", &KeysOnly(&self.options))
+            .finish()
+    }
+}
+
+/// Debug-prints a map as its keys, each with a redacted value.
+pub(crate) struct KeysOnly<'a>(pub(crate) &'a Map<String, Value>);
+
+impl fmt::Debug for KeysOnly<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, format_args!(".."))))
+            .finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for ProviderAlias {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AliasVisitor;
+
+        impl<'de> Visitor<'de> for AliasVisitor {
+            type Value = ProviderAlias;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping with a provider key")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ProviderAlias, A::Error> {
+                let mut provider = None;
+                let mut options = Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "provider" {
+                        provider = Some(map.next_value::<ProviderName>()?.0);
+                    } else {
+                        let value = map.next_value::<Value>()?;
+                        options.insert(key, value);
+                    }
+                }
+                let provider = provider.ok_or_else(|| de::Error::missing_field("provider"))?;
+                Ok(ProviderAlias { provider, options })
+            }
+        }
+
+        deserializer.deserialize_map(AliasVisitor)
+    }
+}
+
+/// An alias's `provider`: a non-blank string.
+struct ProviderName(String);
+
+impl<'de> Deserialize<'de> for ProviderName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        if name.trim().is_empty() {
+            Err(de::Error::custom(
+                "is empty; name the provider the alias stands for, e.g. provider: openai",
+            ))
+        } else {
+            Ok(ProviderName(name))
+        }
+    }
+}
+
+/// A budget or rate-limit rule (`budget_constraints.<name>`).
+///
+/// Usage is counted per combination of the [`dimensions`](Self::dimensions) values, so
+/// `[user_id]` gives each user their own budget, and `[]` gives one budget for everyone.
+/// At least one of `budget_limit` and `rate_limit` is set.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "RawConstraint")]
+pub struct Constraint {
+    /// The constraint's key in `budget_constraints`.
+    pub name: String,
+    /// What usage is counted per.
+    pub dimensions: Vec<Dimension>,
+    /// A spending limit over a window.
+    pub budget_limit: Option<BudgetLimit>,
+    /// A request-rate limit.
+    pub rate_limit: Option<RateLimit>,
+    /// A human description, used in limit-exceeded messages.
+    pub description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConstraint {
+    dimensions: Vec<Dimension>,
+    budget_limit: Option<BudgetLimit>,
+    rate_limit: Option<RateLimit>,
+    description: Option<String>,
+}
+
+impl TryFrom<RawConstraint> for Constraint {
+    type Error = &'static str;
+
+    fn try_from(raw: RawConstraint) -> Result<Self, Self::Error> {
+        if raw.budget_limit.is_none() && raw.rate_limit.is_none() {
+            return Err(
+                "sets neither budget_limit nor rate_limit, so it limits nothing; add \
+                 budget_limit: {limit: 10.0, window: 1d} or rate_limit: {per_minute: 60}",
+            );
+        }
+        Ok(Constraint {
+            name: String::new(),
+            dimensions: raw.dimensions,
+            budget_limit: raw.budget_limit,
+            rate_limit: raw.rate_limit,
+            description: raw.description,
+        })
+    }
+}
+
+/// What a constraint counts usage per.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Dimension {
+    /// The feature name (`feature`).
+    Feature,
+    /// `metadata.user_id` of the request (`user_id`).
+    UserId,
+    /// `metadata.organization` of the request (`organization`).
+    Organization,
+    /// `metadata.team` of the request (`team`).
+    Team,
+    /// `metadata.<key>` of the request (`meta:<key>`); the key is never empty.
+    Meta(String),
+}
+
+impl fmt::Display for Dimension {
+    /// Prints the dimension as written in the file: `user_id`, `meta:project`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dimension::Feature => f.write_str("feature"),
+            Dimension::UserId => f.write_str("user_id"),
+            Dimension::Organization => f.write_str("organization"),
+            Dimension::Team => f.write_str("team"),
+            Dimension::Meta(key) => write!(f, "meta:{key}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dimension {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "feature" => Ok(Dimension::Feature),
+            "user_id" => Ok(Dimension::UserId),
+            "organization" => Ok(Dimension::Organization),
+            "team" => Ok(Dimension::Team),
+            "meta:" => Err(de::Error::custom(
+                "\"meta:\" names no metadata key; write it as meta:<key>, e.g. meta:project",
+            )),
+            other => match other.strip_prefix("meta:") {
+                Some(key) => Ok(Dimension::Meta(key.to_owned())),
+                None => Err(de::Error::custom(format!(
+                    "{other:?} is not a dimension; use one of feature, user_id, organization, \
+                     team, meta:<key>"
+                ))),
+            },
+        }
+    }
+}
+
+/// A spending limit: at most `limit` (in the cost unit, USD) per `window`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetLimit {
+    /// The amount; finite and greater than 0.
+    #[serde(deserialize_with = "positive_f64")]
+    pub limit: f64,
+    /// The period the amount applies to.
+    pub window: BudgetWindow,
+}
+
+/// The period of a [`BudgetLimit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BudgetWindow {
+    /// One hour (`1h`).
+    Hour,
+    /// One day (`1d`).
+    Day,
+    /// Seven days (`7d`).
+    Week,
+    /// Thirty days (`30d`).
+    Month30,
+}
+
+impl BudgetWindow {
+    /// The window's length in seconds.
+    pub fn seconds(self) -> u64 {
+        match self {
+            BudgetWindow::Hour => 3_600,
+            BudgetWindow::Day => 86_400,
+            BudgetWindow::Week => 7 * 86_400,
+            BudgetWindow::Month30 => 30 * 86_400,
+        }
+    }
+
+    /// The window as written in the file: `1h`, `1d`, `7d` or `30d`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetWindow::Hour => "1h",
+            BudgetWindow::Day => "1d",
+            BudgetWindow::Week => "7d",
+            BudgetWindow::Month30 => "30d",
+        }
+    }
+}
+
+impl fmt::Display for BudgetWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for BudgetWindow {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "1h" => Ok(BudgetWindow::Hour),
+            "1d" => Ok(BudgetWindow::Day),
+            "7d" => Ok(BudgetWindow::Week),
+            "30d" => Ok(BudgetWindow::Month30),
+            other => Err(de::Error::custom(format!(
+                "{other:?} is not a budget window; use one of 1h, 1d, 7d, 30d"
+            ))),
+        }
+    }
+}
+
+/// A request-rate limit.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per minute; at least 1.
+    #[serde(deserialize_with = "positive_u32")]
+    pub per_minute: u32,
+}
+
+/// Langfuse tracing and prompt-management settings.
+///
+/// `Debug` redacts both keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LangfuseConfig {
+    /// The project's public key.
+    pub public_key: Secret,
+    /// The project's secret key; never blank.
+    pub secret_key: Secret,
+    /// The Langfuse server, default [`LangfuseConfig::DEFAULT_BASE_URL`].
+    pub base_url: String,
+    /// Always `true` in a resolved feature: a disabled Langfuse resolves to `None`.
+    pub enabled: bool,
+    /// The prompt label fetched by default, default [`LangfuseConfig::DEFAULT_PROMPT_LABEL`].
+    pub default_prompt_label: String,
+}
+
+impl LangfuseConfig {
+    /// `base_url` when the file does not set one.
+    pub const DEFAULT_BASE_URL: &'static str = "https://cloud.langfuse.com";
+    /// `default_prompt_label` when the file does not set one.
+    pub const DEFAULT_PROMPT_LABEL: &'static str = "latest";
+}
+
+// ---------------------------------------------------------------------------------------
+// Lenient scalars: a number or boolean may also come as a string (from `${VAR}`).
+// ---------------------------------------------------------------------------------------
+
+fn positive_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    struct V;
+
+    impl V {
+        fn check<E: de::Error>(value: f64) -> Result<f64, E> {
+            if value.is_finite() && value > 0.0 {
+                Ok(value)
+            } else {
+                Err(E::custom(format!(
+                    "must be greater than 0, found {value}; set a positive amount, e.g. 10.0"
+                )))
+            }
+        }
+    }
+
+    impl Visitor<'_> for V {
+        type Value = f64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number greater than 0")
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            V::check(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            V::check(v as f64)
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            V::check(v as f64)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+            match v.trim().parse::<f64>() {
+                Ok(value) => V::check(value),
+                Err(_) => Err(E::custom(
+                    "expected a number greater than 0, found text that is not a number; \
+                     write a number such as 10.0",
+                )),
+            }
+        }
+    }
+
+    deserializer.deserialize_any(V)
+}
+
+fn positive_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    struct V;
+
+    const MESSAGE: &str = "expected a whole number from 1 to 4294967295";
+
+    impl V {
+        fn check<E: de::Error>(value: i128) -> Result<u32, E> {
+            match u32::try_from(value) {
+                Ok(v) if v > 0 => Ok(v),
+                _ => Err(E::custom(format!(
+                    "{MESSAGE}, found {value}; write a count such as 60"
+                ))),
+            }
+        }
+    }
+
+    impl Visitor<'_> for V {
+        type Value = u32;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a whole number greater than 0")
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
+            V::check(i128::from(v))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
+            V::check(i128::from(v))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<u32, E> {
+            if v.fract() == 0.0 && v.abs() < 1e12 {
+                V::check(v as i128)
+            } else {
+                Err(E::custom(format!(
+                    "{MESSAGE}, found {v}; write a count such as 60"
+                )))
+            }
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u32, E> {
+            match v.trim().parse::<i128>() {
+                Ok(value) => V::check(value),
+                Err(_) => Err(E::custom(format!(
+                    "{MESSAGE}, found text that is not a whole number; write a count such as 60"
+                ))),
+            }
+        }
+    }
+
+    deserializer.deserialize_any(V)
+}
+
+fn flexible_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    struct V;
+
+    impl Visitor<'_> for V {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("true or false")
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+            match v.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(E::custom(
+                    "expected true or false, found other text; write true or false",
+                )),
+            }
+        }
+    }
+
+    deserializer.deserialize_any(V)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, String> {
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn windows_parse_and_know_their_length() {
+        assert_eq!(read::<BudgetWindow>(json!("1h")), Ok(BudgetWindow::Hour));
+        assert_eq!(
+            read::<BudgetWindow>(json!("30d")),
+            Ok(BudgetWindow::Month30)
+        );
+        assert_eq!(BudgetWindow::Week.seconds(), 604_800);
+        assert_eq!(BudgetWindow::Month30.seconds(), 2_592_000);
+        assert_eq!(BudgetWindow::Day.to_string(), "1d");
+        let err = read::<BudgetWindow>(json!("2h")).unwrap_err();
+        assert_eq!(
+            err,
+            "\"2h\" is not a budget window; use one of 1h, 1d, 7d, 30d"
+        );
+    }
+
+    #[test]
+    fn dimensions_parse() {
+        let dims: Vec<Dimension> = read(json!([
+            "feature",
+            "user_id",
+            "organization",
+            "team",
+            "meta:project"
+        ]))
+        .unwrap();
+        assert_eq!(
+            dims,
+            vec![
+                Dimension::Feature,
+                Dimension::UserId,
+                Dimension::Organization,
+                Dimension::Team,
+                Dimension::Meta("project".into())
+            ]
+        );
+        assert_eq!(Dimension::Meta("a:b".into()).to_string(), "meta:a:b");
+        assert!(
+            read::<Dimension>(json!("users"))
+                .unwrap_err()
+                .contains("\"users\" is not a dimension")
+        );
+        assert!(
+            read::<Dimension>(json!("meta:"))
+                .unwrap_err()
+                .contains("names no metadata key")
+        );
+    }
+
+    #[test]
+    fn models_need_both_sides_of_the_colon() {
+        assert_eq!(
+            read::<ModelRef>(json!("openai:gpt-4")),
+            Ok(ModelRef("openai:gpt-4".into()))
+        );
+        assert_eq!(
+            read::<ModelRef>(json!("my-alias:org/model:v1")),
+            Ok(ModelRef("my-alias:org/model:v1".into()))
+        );
+        assert_eq!(
+            read::<ModelRef>(json!("gpt-4")).unwrap_err(),
+            "\"gpt-4\" is not written as provider:model; write it as e.g. \"openai:gpt-4\""
+        );
+        assert!(read::<ModelRef>(json!(":gpt-4")).is_err());
+        assert!(read::<ModelRef>(json!("openai:")).is_err());
+        assert!(read::<ModelRef>(json!("")).is_err());
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(read::<FeatureName>(json!("chat_v2-x")).is_ok());
+        let err = read::<FeatureName>(json!("chat bot")).unwrap_err();
+        assert!(err.contains("(e.g. \"chat-bot\")"), "{err}");
+        let err = read::<AliasName>(json!("!!")).unwrap_err();
+        assert!(err.starts_with("invalid provider alias name"), "{err}");
+        assert!(!err.contains("e.g."), "{err}");
+    }
+
+    #[test]
+    fn constraints_need_a_limit_and_read_lenient_numbers() {
+        let c: Constraint = read(json!({
+            "dimensions": ["user_id"],
+            "budget_limit": {"limit": "2.5", "window": "1d"},
+            "rate_limit": {"per_minute": "60"}
+        }))
+        .unwrap();
+        assert_eq!(c.budget_limit.unwrap().limit, 2.5);
+        assert_eq!(c.rate_limit, Some(RateLimit { per_minute: 60 }));
+        let err = read::<Constraint>(json!({"dimensions": []})).unwrap_err();
+        assert!(
+            err.starts_with("sets neither budget_limit nor rate_limit"),
+            "{err}"
+        );
+        assert!(read::<BudgetLimit>(json!({"limit": 0, "window": "1h"})).is_err());
+        assert!(read::<BudgetLimit>(json!({"limit": -1.5, "window": "1h"})).is_err());
+        assert!(read::<RateLimit>(json!({"per_minute": 0})).is_err());
+        assert!(read::<RateLimit>(json!({"per_minute": -3})).is_err());
+        assert!(read::<RateLimit>(json!({"per_minute": 1.5})).is_err());
+        assert!(read::<RateLimit>(json!({"per_minute": 5_000_000_000_u64})).is_err());
+        assert_eq!(
+            read::<RateLimit>(json!({"per_minute": 2.0})),
+            Ok(RateLimit { per_minute: 2 })
+        );
+    }
+
+    #[test]
+    fn aliases_keep_their_options_and_need_a_provider() {
+        let alias: ProviderAlias = read(json!({
+            "provider": "openai", "api_base": "http://x", "client_args": {"a": 1}
+        }))
+        .unwrap();
+        assert_eq!(alias.provider, "openai");
+        assert_eq!(alias.options["api_base"], "http://x");
+        assert_eq!(alias.options.len(), 2);
+        assert_eq!(
+            read::<ProviderAlias>(json!({"api_base": "x"})).unwrap_err(),
+            "missing field `provider`"
+        );
+        assert!(
+            read::<ProviderAlias>(json!({"provider": " "}))
+                .unwrap_err()
+                .starts_with("is empty")
+        );
+        let debug = format!(
+            "{:?}",
+            ProviderAlias {
+                provider: "openai".into(),
+                options: json!({"api_key": "sk-live"}).as_object().unwrap().clone(),
+            }
+        );
+        assert!(!debug.contains("sk-live"), "{debug}");
+        assert!(debug.contains("api_key"), "{debug}");
+    }
+
+    #[test]
+    fn langfuse_defaults_and_disabling() {
+        let on: LangfuseSetting = read(json!({"public_key": "pk", "secret_key": "sk"})).unwrap();
+        let LangfuseSetting::Enabled(cfg) = on else {
+            panic!("expected enabled");
+        };
+        assert_eq!(cfg.base_url, "https://cloud.langfuse.com");
+        assert_eq!(cfg.default_prompt_label, "latest");
+        assert!(cfg.enabled);
+        assert_eq!(cfg.secret_key.expose(), "sk");
+        assert_eq!(
+            read::<LangfuseSetting>(json!({"enabled": false})),
+            Ok(LangfuseSetting::Disabled)
+        );
+        assert_eq!(
+            read::<LangfuseSetting>(json!({"enabled": "false"})),
+            Ok(LangfuseSetting::Disabled)
+        );
+        assert_eq!(
+            read::<LangfuseSetting>(json!({"public_key": "pk"})).unwrap_err(),
+            "missing field `secret_key`"
+        );
+        assert!(
+            read::<LangfuseSetting>(json!({"public_key": "pk", "secret_key": "  "}))
+                .unwrap_err()
+                .starts_with("is empty")
+        );
+    }
+}

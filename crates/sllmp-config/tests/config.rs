@@ -1,0 +1,641 @@
+//! End-to-end tests of `sllmp-config`: full error texts (insta snapshots) and behaviour.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+use sllmp_config::{
+    BudgetLimit, BudgetWindow, Config, ConfigError, Dimension, FeatureError, RateLimit,
+};
+
+/// A fixed environment: tests never read or change the process environment.
+fn test_env(name: &str) -> Option<String> {
+    match name {
+        "OPENAI_API_KEY" => Some("sk-openai-s3cr3t".to_owned()),
+        "ANTHROPIC_API_KEY" => Some("sk-ant-s3cr3t".to_owned()),
+        "LANGFUSE_PUBLIC_KEY" => Some("pk-lf-s3cr3t".to_owned()),
+        "LANGFUSE_SECRET_KEY" => Some("sk-lf-s3cr3t".to_owned()),
+        "HOST" => Some("llm.internal".to_owned()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    }
+}
+
+fn load(yaml: &str) -> Config {
+    match Config::from_yaml_with_env(yaml, "config.yaml", &test_env) {
+        Ok(config) => config,
+        Err(err) => panic!("expected a valid configuration, got:\n{err}"),
+    }
+}
+
+fn error(yaml: &str) -> String {
+    let err: ConfigError = Config::from_yaml_with_env(yaml, "config.yaml", &test_env)
+        .expect_err("expected a configuration error");
+    let text = err.to_string();
+    assert!(!text.contains("s3cr3t"), "a secret leaked into:\n{text}");
+    assert_eq!(text.lines().count(), err.problems().len());
+    text
+}
+
+// ---------------------------------------------------------------------------------------
+// Error texts.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn unknown_key() {
+    insta::assert_snapshot!(error(
+        "defaults: {}\nfeatures:\n  chat:\n    modle: \"openai:gpt-4\"\n"
+    ));
+}
+
+#[test]
+fn unknown_top_level_key() {
+    insta::assert_snapshot!(error(
+        "defaults: {}\nfeature:\n  chat: {}\nfeatures:\n  chat: {}\n"
+    ));
+}
+
+#[test]
+fn bad_model() {
+    insta::assert_snapshot!(error(
+        "defaults: {}\nfeatures:\n  chat:\n    model: gpt-4\n"
+    ));
+}
+
+#[test]
+fn bad_window() {
+    insta::assert_snapshot!(error(
+        "defaults: {}
+features:
+  chat:
+    budget_constraints:
+      daily:
+        dimensions: [user_id]
+        budget_limit: {limit: 5, window: 24h}
+"
+    ));
+}
+
+#[test]
+fn missing_env_var() {
+    insta::assert_snapshot!(error(
+        "defaults:
+  provider_api_keys:
+    openai: \"${OPENAI_API_KEY}\"
+    mistral: \"${MISTRAL_API_KEY}\"
+features:
+  chat: {}
+"
+    ));
+}
+
+#[test]
+fn yaml_syntax_error() {
+    insta::assert_snapshot!(error(
+        "defaults:\n  provider_api_keys:\n    openai: \"sk-openai-s3cr3t\nfeatures: {}\n"
+    ));
+}
+
+#[test]
+fn yaml_syntax_error_bad_indentation() {
+    insta::assert_snapshot!(error("defaults: {}\nfeatures:\n  chat: {}\n   code: {}\n"));
+}
+
+#[test]
+fn empty_file() {
+    insta::assert_snapshot!(error(""));
+    assert_eq!(error("# nothing yet\n"), error(""));
+    assert_eq!(error("~\n"), error(""));
+}
+
+#[test]
+fn top_level_not_a_mapping() {
+    insta::assert_snapshot!(error("- defaults\n- features\n"));
+}
+
+#[test]
+fn no_features() {
+    insta::assert_snapshot!(error("defaults: {}\nfeatures: {}\n"));
+    assert_eq!(
+        error("defaults: {}\nfeatures:\n"),
+        error("defaults: {}\nfeatures: {}\n")
+    );
+}
+
+#[test]
+fn missing_sections() {
+    insta::assert_snapshot!(error("defaults:\n  model: \"openai:gpt-4o\"\n"));
+}
+
+#[test]
+fn bad_feature_name() {
+    insta::assert_snapshot!(error(
+        "defaults: {}\nfeatures:\n  chat bot: {}\n  ok_name-2: {}\n"
+    ));
+}
+
+#[test]
+fn constraint_with_no_limit() {
+    insta::assert_snapshot!(error(
+        "defaults:
+  budget_constraints:
+    daily_budget:
+      dimensions: [user_id]
+      description: Daily budget
+features:
+  chat: {}
+"
+    ));
+}
+
+#[test]
+fn every_problem_at_once() {
+    insta::assert_snapshot!(error(
+        "defaults:
+  model: gpt-4
+  providers:
+    \"my openai\": {provider: openai}
+    local: {api_base: \"http://${HOST}\"}
+  budget_constraints:
+    daily:
+      dimensions: [user_id, users, meta:, \"meta:\"]
+      budget_limit: {limit: -1, window: 1d}
+    burst:
+      dimensions: [feature]
+      rate_limit: {per_minute: 0}
+  langfuse:
+    public_key: ${LANGFUSE_PUBLIC_KEY}
+    secret_key: \"  \"
+features:
+  chat:
+    owner: 42
+    langfuse: {enabled: yes, base_url: \"${LANGFUSE_HOST}\"}
+    custom: {note: \"${UNTERMINATED\"}
+"
+    ));
+}
+
+#[test]
+fn wrong_types_do_not_echo_values() {
+    insta::assert_snapshot!(error(
+        "defaults:
+  provider_api_keys: sk-openai-s3cr3t
+  langfuse:
+    public_key: [sk-lf-s3cr3t]
+    secret_key: 123456
+features:
+  chat: sk-ant-s3cr3t
+"
+    ));
+}
+
+#[test]
+fn unreadable_file() {
+    let err = Config::load(Path::new("config.yaml")).expect_err("no such file here");
+    assert_eq!(
+        err.to_string(),
+        "config.yaml: cannot read the file: No such file or directory (os error 2)"
+    );
+    assert_eq!(err.origin(), "config.yaml");
+}
+
+// ---------------------------------------------------------------------------------------
+// Behaviour.
+// ---------------------------------------------------------------------------------------
+
+/// The Python original's README example, corrected: its `budget_constraints` used keys
+/// the original never accepted (`max_cost`, `window_seconds`, `max_requests`).
+const README_EXAMPLE: &str = r#"
+defaults:
+  # Global defaults applied to all features
+  provider_api_keys:
+    openai: "${OPENAI_API_KEY}"
+    anthropic: "${ANTHROPIC_API_KEY}"
+
+  # Default budget constraints
+  budget_constraints:
+    daily_budget:
+      dimensions: [feature]
+      budget_limit:
+        limit: 100.0
+        window: 1d
+    rate_limit:
+      dimensions: [user_id]
+      rate_limit:
+        per_minute: 1000
+
+  # Default Langfuse config
+  langfuse:
+    public_key: "${LANGFUSE_PUBLIC_KEY}"
+    secret_key: "${LANGFUSE_SECRET_KEY}"
+    base_url: "https://cloud.langfuse.com"
+    enabled: true
+
+features:
+  chat_assistant:
+    description: "Main chat assistant feature"
+    owner: "ai-team"
+    model: "openai:gpt-4"
+    # Inherits defaults, can override specific values
+
+  code_assistant:
+    description: "Code generation and review"
+    owner: "dev-tools-team"
+    model: "anthropic:claude-3.5-sonnet"
+    budget_constraints:
+      # Override default rate limit for this feature
+      rate_limit:
+        dimensions: [user_id]
+        rate_limit:
+          per_minute: 500
+"#;
+
+#[test]
+fn readme_example_loads() {
+    let config = load(README_EXAMPLE);
+    assert_eq!(config.origin(), "config.yaml");
+    let names: Vec<&str> = config.features().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, vec!["chat_assistant", "code_assistant"]);
+
+    let chat = config.feature("chat_assistant").unwrap();
+    assert_eq!(chat.description, "Main chat assistant feature");
+    assert_eq!(chat.owner, "ai-team");
+    assert_eq!(chat.model.as_deref(), Some("openai:gpt-4"));
+    assert_eq!(
+        chat.provider_api_keys["openai"].expose(),
+        "sk-openai-s3cr3t"
+    );
+    assert_eq!(
+        chat.provider_api_keys["anthropic"].expose(),
+        "sk-ant-s3cr3t"
+    );
+    assert_eq!(
+        chat.budget_constraints["rate_limit"].rate_limit,
+        Some(RateLimit { per_minute: 1000 })
+    );
+    let daily = &chat.budget_constraints["daily_budget"];
+    assert_eq!(daily.name, "daily_budget");
+    assert_eq!(daily.dimensions, vec![Dimension::Feature]);
+    assert_eq!(
+        daily.budget_limit,
+        Some(BudgetLimit {
+            limit: 100.0,
+            window: BudgetWindow::Day
+        })
+    );
+    let langfuse = chat.langfuse.as_ref().unwrap();
+    assert_eq!(langfuse.public_key.expose(), "pk-lf-s3cr3t");
+    assert_eq!(langfuse.base_url, "https://cloud.langfuse.com");
+    assert_eq!(langfuse.default_prompt_label, "latest");
+
+    let code = config.feature("code_assistant").unwrap();
+    assert_eq!(code.model.as_deref(), Some("anthropic:claude-3.5-sonnet"));
+    assert_eq!(
+        code.budget_constraints["rate_limit"].rate_limit,
+        Some(RateLimit { per_minute: 500 })
+    );
+    assert_eq!(code.budget_constraints["daily_budget"], *daily);
+    assert!(code.langfuse.is_some());
+}
+
+#[test]
+fn the_original_readme_example_is_rejected_with_useful_messages() {
+    let original = README_EXAMPLE.replace(
+        "      dimensions: [feature]\n      budget_limit:\n        limit: 100.0\n        window: 1d\n",
+        "      max_cost: 100.0\n      window_seconds: 86400\n",
+    );
+    let text = error(&original);
+    assert!(
+        text.contains("config.yaml: defaults.budget_constraints.daily_budget.max_cost: unknown key; expected one of: dimensions, budget_limit, rate_limit, description"),
+        "{text}"
+    );
+    assert!(
+        text.contains("config.yaml: defaults.budget_constraints.daily_budget.dimensions: missing"),
+        "{text}"
+    );
+}
+
+#[test]
+fn inheritance_and_merge_follow_the_python_rules() {
+    let config = load(
+        r#"
+defaults:
+  model: "openai:gpt-4o-mini"
+  provider_api_keys: {openai: "${OPENAI_API_KEY}", anthropic: "${ANTHROPIC_API_KEY}"}
+  providers:
+    fast: {provider: groq, api_base: "https://groq.example"}
+    local: {provider: openai, api_base: "http://localhost:8000"}
+  budget_constraints:
+    daily: {dimensions: [user_id], budget_limit: {limit: 10, window: 1d}}
+    rpm: {dimensions: [feature], rate_limit: {per_minute: 60}}
+features:
+  inherits:
+    description: "takes everything from defaults"
+  overrides:
+    model: "anthropic:claude-sonnet-4"
+    provider_api_keys: {openai: "sk-feature-own"}
+    providers:
+      local: {provider: vllm}
+      extra: {provider: openai, client_args: {timeout: 30}}
+    budget_constraints:
+      daily: {dimensions: [team], rate_limit: {per_minute: 5}}
+      monthly: {dimensions: ["meta:project"], budget_limit: {limit: 500, window: 30d}}
+    custom: {tier: gold, tags: [a, b]}
+  explicit_nulls:
+    model: null
+    provider_api_keys: null
+    providers: {}
+    budget_constraints:
+"#,
+    );
+
+    let inherits = config.feature("inherits").unwrap();
+    assert_eq!(inherits.model.as_deref(), Some("openai:gpt-4o-mini"));
+    assert_eq!(inherits.provider_api_keys.len(), 2);
+    assert_eq!(inherits.providers.len(), 2);
+    assert_eq!(inherits.budget_constraints.len(), 2);
+    assert!(inherits.custom.is_empty());
+    assert_eq!(inherits.owner, "");
+
+    let overrides = config.feature("overrides").unwrap();
+    assert_eq!(
+        overrides.model.as_deref(),
+        Some("anthropic:claude-sonnet-4")
+    );
+    // Merged by key; the feature's entry wins.
+    assert_eq!(
+        overrides.provider_api_keys["openai"].expose(),
+        "sk-feature-own"
+    );
+    assert_eq!(
+        overrides.provider_api_keys["anthropic"].expose(),
+        "sk-ant-s3cr3t"
+    );
+    let aliases: Vec<&str> = overrides.providers.keys().map(String::as_str).collect();
+    assert_eq!(aliases, vec!["extra", "fast", "local"]);
+    // Replaced whole, not deep-merged: the default api_base is gone.
+    assert_eq!(overrides.providers["local"].provider, "vllm");
+    assert!(overrides.providers["local"].options.is_empty());
+    assert_eq!(
+        overrides.providers["fast"].options["api_base"],
+        "https://groq.example"
+    );
+    assert_eq!(
+        overrides.providers["extra"].options["client_args"],
+        json!({"timeout": 30})
+    );
+    let names: Vec<&str> = overrides
+        .budget_constraints
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(names, vec!["daily", "monthly", "rpm"]);
+    let daily = &overrides.budget_constraints["daily"];
+    assert_eq!(daily.dimensions, vec![Dimension::Team]);
+    assert_eq!(daily.budget_limit, None);
+    assert_eq!(
+        overrides.budget_constraints["monthly"].dimensions,
+        vec![Dimension::Meta("project".to_owned())]
+    );
+    assert_eq!(
+        overrides.budget_constraints["monthly"]
+            .budget_limit
+            .as_ref()
+            .unwrap()
+            .window
+            .seconds(),
+        30 * 86_400
+    );
+    assert_eq!(overrides.custom["tier"], "gold");
+    assert_eq!(overrides.custom["tags"], json!(["a", "b"]));
+
+    // Null and empty inherit.
+    let nulls = config.feature("explicit_nulls").unwrap();
+    assert_eq!(nulls.model, inherits.model);
+    assert_eq!(nulls.provider_api_keys, inherits.provider_api_keys);
+    assert_eq!(nulls.providers, inherits.providers);
+    assert_eq!(nulls.budget_constraints, inherits.budget_constraints);
+}
+
+#[test]
+fn langfuse_enabled_false_disables_a_feature() {
+    let config = load(
+        r#"
+defaults:
+  langfuse:
+    public_key: "${LANGFUSE_PUBLIC_KEY}"
+    secret_key: "${LANGFUSE_SECRET_KEY}"
+    default_prompt_label: production
+features:
+  traced: {}
+  untraced:
+    langfuse: {enabled: false}
+  own_project:
+    langfuse: {public_key: pk-other, secret_key: sk-other, base_url: "https://${HOST}"}
+"#,
+    );
+    let traced = config.feature("traced").unwrap().langfuse.as_ref().unwrap();
+    assert!(traced.enabled);
+    assert_eq!(traced.default_prompt_label, "production");
+    assert!(config.feature("untraced").unwrap().langfuse.is_none());
+    let own = config
+        .feature("own_project")
+        .unwrap()
+        .langfuse
+        .as_ref()
+        .unwrap();
+    assert_eq!(own.public_key.expose(), "pk-other");
+    assert_eq!(own.base_url, "https://llm.internal");
+    // Replaced whole: the default's label is not inherited.
+    assert_eq!(own.default_prompt_label, "latest");
+
+    // Disabled in defaults: off everywhere unless a feature turns it on.
+    let config = load(
+        "defaults:\n  langfuse: {enabled: false}\nfeatures:\n  a: {}\n  b: {langfuse: {public_key: p, secret_key: s}}\n",
+    );
+    assert!(config.feature("a").unwrap().langfuse.is_none());
+    assert!(config.feature("b").unwrap().langfuse.is_some());
+}
+
+#[test]
+fn env_substitution_forms() {
+    let config = load(
+        r#"
+defaults:
+  model: "${MODEL_PROVIDER:-openai}:gpt-4o"
+  provider_api_keys:
+    whole: "${OPENAI_API_KEY}"
+    unquoted: ${ANTHROPIC_API_KEY}
+    partial: "Bearer ${OPENAI_API_KEY} (${HOST})"
+    default_used: "${NOT_SET:-fallback-key}"
+    default_for_empty: "${EMPTY:-was-empty}"
+    default_unused: "${HOST:-unused}"
+    escaped: "$${OPENAI_API_KEY}"
+    dollars: "cost: $5 $$ $"
+  providers:
+    local: {provider: openai, api_base: "https://${HOST}/v1", client_args: {headers: ["x-host: ${HOST}"]}}
+  budget_constraints:
+    from_env:
+      dimensions: [user_id]
+      budget_limit: {limit: "${DAILY_LIMIT:-2.5}", window: "${WINDOW:-7d}"}
+      rate_limit: {per_minute: "${RPM:-30}"}
+features:
+  chat:
+    description: "served by ${HOST}"
+    custom: {note: "literal $${HOST}"}
+"#,
+    );
+    let chat = config.feature("chat").unwrap();
+    assert_eq!(chat.model.as_deref(), Some("openai:gpt-4o"));
+    let keys: BTreeMap<&str, &str> = chat
+        .provider_api_keys
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.expose()))
+        .collect();
+    assert_eq!(keys["whole"], "sk-openai-s3cr3t");
+    assert_eq!(keys["unquoted"], "sk-ant-s3cr3t");
+    assert_eq!(keys["partial"], "Bearer sk-openai-s3cr3t (llm.internal)");
+    assert_eq!(keys["default_used"], "fallback-key");
+    assert_eq!(keys["default_for_empty"], "was-empty");
+    assert_eq!(keys["default_unused"], "llm.internal");
+    assert_eq!(keys["escaped"], "${OPENAI_API_KEY}");
+    assert_eq!(keys["dollars"], "cost: $5 $$ $");
+    let local = &chat.providers["local"];
+    assert_eq!(local.options["api_base"], "https://llm.internal/v1");
+    assert_eq!(
+        local.options["client_args"]["headers"][0],
+        "x-host: llm.internal"
+    );
+    let from_env = &chat.budget_constraints["from_env"];
+    assert_eq!(
+        from_env.budget_limit,
+        Some(BudgetLimit {
+            limit: 2.5,
+            window: BudgetWindow::Week
+        })
+    );
+    assert_eq!(from_env.rate_limit, Some(RateLimit { per_minute: 30 }));
+    assert_eq!(chat.description, "served by llm.internal");
+    assert_eq!(chat.custom["note"], "literal ${HOST}");
+}
+
+#[test]
+fn env_is_not_applied_to_keys() {
+    let config = load("defaults:\n  provider_api_keys: {\"${HOST}\": x}\nfeatures: {chat: {}}\n");
+    assert!(
+        config
+            .feature("chat")
+            .unwrap()
+            .provider_api_keys
+            .contains_key("${HOST}")
+    );
+}
+
+const DETECT: &str = "defaults: {}\nfeatures: {chat: {}, code: {}, default: {}}\n";
+
+fn meta(value: Value) -> serde_json::Map<String, Value> {
+    value.as_object().cloned().expect("an object")
+}
+
+#[test]
+fn feature_detection_order() {
+    let config = load(DETECT);
+    let name = |m: Option<&serde_json::Map<String, Value>>, h: Option<&str>| {
+        config.detect_feature(m, h).map(|f| f.name.clone())
+    };
+    let both = meta(json!({"feature": "chat", "x-ai-feature": "code"}));
+    assert_eq!(name(Some(&both), Some("default")), Ok("chat".to_owned()));
+    let key = meta(json!({"x-ai-feature": "code", "user_id": "u1"}));
+    assert_eq!(name(Some(&key), Some("chat")), Ok("code".to_owned()));
+    assert_eq!(
+        name(Some(&meta(json!({"user_id": "u1"}))), Some("code")),
+        Ok("code".to_owned())
+    );
+    assert_eq!(name(None, None), Ok("default".to_owned()));
+}
+
+#[test]
+fn feature_detection_errors() {
+    let config = load(DETECT);
+    let unknown = config
+        .detect_feature(Some(&meta(json!({"feature": "foo"}))), Some("chat"))
+        .unwrap_err();
+    assert_eq!(
+        unknown,
+        FeatureError::Unknown {
+            name: "foo".to_owned(),
+            source_key: "metadata.feature",
+            known: vec!["chat".to_owned(), "code".to_owned(), "default".to_owned()],
+        }
+    );
+    assert_eq!(
+        unknown.to_string(),
+        "unknown feature \"foo\" in metadata.feature; known features: chat, code, default"
+    );
+    let err = config
+        .detect_feature(Some(&meta(json!({"x-ai-feature": "Chat"}))), None)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown feature \"Chat\" in metadata.x-ai-feature; known features: chat, code, default"
+    );
+    let err = config.detect_feature(None, Some("nope")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown feature \"nope\" in x-ai-feature header; known features: chat, code, default"
+    );
+
+    let config = load("defaults: {}\nfeatures: {chat: {}, code: {}}\n");
+    let err = config.detect_feature(None, None).unwrap_err();
+    assert_eq!(
+        err,
+        FeatureError::Undetermined {
+            known: vec!["chat".to_owned(), "code".to_owned()]
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "unable to determine the feature: set metadata.feature to one of: chat, code (no feature is named \"default\")"
+    );
+}
+
+#[test]
+fn secrets_are_redacted_in_debug() {
+    let yaml = format!(
+        "{README_EXAMPLE}\n  with_alias:\n    providers:\n      p: {{provider: openai, api_key: \"${{OPENAI_API_KEY}}\", client_args: {{headers: {{Authorization: \"Bearer ${{ANTHROPIC_API_KEY}}\"}}}}}}\n    custom: {{token: \"${{LANGFUSE_SECRET_KEY}}\"}}\n"
+    );
+    let config = load(&yaml);
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("s3cr3t"), "{debug}");
+    assert!(debug.contains("[REDACTED]"), "{debug}");
+    assert!(debug.contains("chat_assistant"), "{debug}");
+    let pretty = format!("{config:#?}");
+    assert!(!pretty.contains("s3cr3t"), "{pretty}");
+}
+
+#[test]
+fn load_reads_a_file() {
+    let dir = std::env::temp_dir().join(format!("sllmp-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(
+        &path,
+        "defaults: {}\nfeatures:\n  chat: {model: \"openai:gpt-4o\"}\n",
+    )
+    .unwrap();
+    let config = Config::load(&path).expect("valid");
+    assert_eq!(config.origin(), path.display().to_string());
+    assert_eq!(
+        config.feature("chat").unwrap().model.as_deref(),
+        Some("openai:gpt-4o")
+    );
+
+    std::fs::write(&path, "defaults: {}\nfeatures:\n  chat: {model: gpt}\n").unwrap();
+    let err = Config::load(&path).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}: features.chat.model:", path.display())),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,244 @@
+//! The one HTTP client every provider shares, and the mapping of upstream failures onto
+//! [`sllmp_core::ErrorKind`].
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use sllmp_core::{Error, ErrorKind, Secret};
+
+/// Connection settings of the shared client.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Time to establish a connection.
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response (between two stream chunks, or before the
+    /// first byte of a non-streamed answer).
+    pub read_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(600),
+            pool_idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Builds the connection-pooled client providers share. Build it once and clone it: a
+/// clone shares the pool.
+pub fn http_client(settings: &HttpSettings) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(settings.connect_timeout)
+        .read_timeout(settings.read_timeout)
+        .pool_idle_timeout(settings.pool_idle_timeout)
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(30))
+        .user_agent(concat!("sllmp/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client settings are valid")
+}
+
+/// The error for an upstream answer with a non-success `status`.
+///
+/// The message names the provider and quotes the upstream's own message
+/// (`openai returned 429: Rate limit reached ...`), with `key` scrubbed from it.
+pub fn status_error(
+    provider: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    key: Option<&Secret>,
+) -> Error {
+    let upstream = UpstreamError::parse(body);
+    let mut message = format!(
+        "{provider} returned {}: {}",
+        status.as_u16(),
+        upstream.message
+    );
+    if let Some(key) = key.filter(|k| k.expose().len() >= 8) {
+        message = message.replace(key.expose(), "[REDACTED]");
+    }
+    let kind = match status.as_u16() {
+        401 | 403 => ErrorKind::ProviderAuthentication,
+        404 => ErrorKind::ProviderModelNotFound,
+        408 => ErrorKind::ProviderTimeout,
+        429 => ErrorKind::ProviderRateLimited,
+        400..=499 => ErrorKind::ProviderBadRequest,
+        500..=599 => ErrorKind::ProviderUnavailable,
+        _ => ErrorKind::ProviderInvalidResponse,
+    };
+    let mut err = Error::new(kind, message).with_provider(provider);
+    if kind == ErrorKind::ProviderBadRequest {
+        if let Some(code) = upstream.code {
+            err = err.with_code(code);
+        }
+        if let Some(param) = upstream.param {
+            err = err.with_param(param);
+        }
+    }
+    if let Some(retry_after) = retry_after(headers) {
+        err = err.with_retry_after(retry_after);
+    }
+    err
+}
+
+/// The error for a transport failure talking to `provider`.
+pub fn transport_error(provider: &str, err: reqwest::Error) -> Error {
+    let (kind, what) = if err.is_timeout() {
+        (ErrorKind::ProviderTimeout, "timed out")
+    } else if err.is_connect() {
+        (ErrorKind::ProviderUnreachable, "could not be reached")
+    } else if err.is_decode() || err.is_body() {
+        (ErrorKind::ProviderUnreachable, "broke off its answer")
+    } else {
+        (ErrorKind::ProviderUnreachable, "failed")
+    };
+    // reqwest's message names the URL but never a header, so it is safe to keep as source.
+    Error::new(kind, format!("{provider} {what}: {}", error_chain(&err)))
+        .with_provider(provider)
+        .with_source(err)
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The wait a `Retry-After` (seconds) or `retry-after-ms` header asks for.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
+        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    }
+    header("retry-after")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|secs| Duration::from_secs_f64(secs.max(0.0)))
+}
+
+/// The parts of an upstream error body worth passing on.
+struct UpstreamError {
+    message: String,
+    code: Option<String>,
+    param: Option<String>,
+}
+
+impl UpstreamError {
+    fn parse(body: &[u8]) -> UpstreamError {
+        let text = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        if let Ok(value) = serde_json::from_slice::<Value>(body) {
+            let error = value.get("error").unwrap_or(&value);
+            let message = match error {
+                Value::String(s) => Some(s.clone()),
+                _ => error.get("message").and_then(text),
+            };
+            if let Some(message) = message {
+                return UpstreamError {
+                    message,
+                    code: error.get("code").and_then(text),
+                    param: error.get("param").and_then(text),
+                };
+            }
+        }
+        let raw = String::from_utf8_lossy(body);
+        let raw = raw.trim();
+        UpstreamError {
+            message: if raw.is_empty() {
+                "(empty body)".to_string()
+            } else {
+                raw.chars().take(300).collect()
+            },
+            code: None,
+            param: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    fn check(status: u16, body: &str) -> (u16, String, Option<String>, String) {
+        let err = status_error(
+            "openai",
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            body.as_bytes(),
+            Some(&Secret::new("sk-secret-123456")),
+        );
+        (
+            err.status(),
+            err.error_type().to_string(),
+            err.code().map(str::to_string),
+            err.message().to_string(),
+        )
+    }
+
+    #[test]
+    fn maps_every_upstream_status_class() {
+        let body = r#"{"error":{"message":"nope","type":"x","code":"bad_thing","param":"p"}}"#;
+        assert_eq!(
+            check(400, body),
+            (
+                400,
+                "provider_bad_request".into(),
+                Some("bad_thing".into()),
+                "openai returned 400: nope".into()
+            )
+        );
+        assert_eq!(check(401, body).0, 401);
+        assert_eq!(check(403, body).1, "authentication_error");
+        assert_eq!(check(404, body).1, "model_not_found_error");
+        assert_eq!(check(429, body).1, "provider_rate_limit_error");
+        assert_eq!(check(500, body).1, "service_unavailable_error");
+        assert_eq!(check(529, body).0, 503);
+        assert_eq!(check(408, body).0, 504);
+    }
+
+    #[test]
+    fn scrubs_the_key_from_upstream_messages() {
+        let (_, _, _, message) = check(
+            401,
+            r#"{"error":{"message":"Incorrect API key provided: sk-secret-123456"}}"#,
+        );
+        assert_eq!(
+            message,
+            "openai returned 401: Incorrect API key provided: [REDACTED]"
+        );
+    }
+
+    #[test]
+    fn quotes_non_json_bodies() {
+        assert_eq!(
+            check(502, "Bad Gateway\n").3,
+            "openai returned 502: Bad Gateway"
+        );
+        assert_eq!(check(503, "").3, "openai returned 503: (empty body)");
+    }
+
+    #[test]
+    fn reads_retry_after() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(1500)));
+    }
+}

@@ -1,0 +1,334 @@
+//! The OpenAI chat-completions provider, for OpenAI and every OpenAI-compatible server.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+use sllmp_core::{
+    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Error, ErrorKind, JsonMap, Provider,
+    Secret,
+};
+
+use crate::http::{status_error, transport_error};
+use crate::sse::SseStream;
+
+/// OpenAI's API base.
+pub const DEFAULT_API_BASE: &str = "https://api.openai.com/v1";
+
+/// Settings of one OpenAI (or OpenAI-compatible) provider.
+#[derive(Debug, Clone)]
+pub struct OpenAiConfig {
+    /// The API base, `https://api.openai.com/v1` by default; `/chat/completions` is appended.
+    pub api_base: String,
+    /// The API key, sent as `Authorization: Bearer`.
+    pub api_key: Option<Secret>,
+    /// Sent as `OpenAI-Organization`.
+    pub organization: Option<String>,
+    /// Sent as `OpenAI-Project`.
+    pub project: Option<String>,
+    /// Extra headers sent with every call.
+    pub headers: Vec<(String, Secret)>,
+    /// Total time allowed for a non-streamed call (streams are bounded by the client's
+    /// read timeout between chunks instead).
+    pub timeout: Duration,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        OpenAiConfig {
+            api_base: DEFAULT_API_BASE.to_string(),
+            api_key: None,
+            organization: None,
+            project: None,
+            headers: Vec::new(),
+            timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl OpenAiConfig {
+    /// Reads the options of a configured provider (`api_base`, `organization`, `project`,
+    /// `headers`, `timeout` in seconds). An unknown option is an error naming it.
+    pub fn from_options(
+        options: &JsonMap,
+        api_key: Option<Secret>,
+    ) -> Result<OpenAiConfig, String> {
+        let mut config = OpenAiConfig {
+            api_key,
+            ..OpenAiConfig::default()
+        };
+        for (key, value) in options {
+            let string = || {
+                value
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{key}: expected a string"))
+            };
+            match key.as_str() {
+                "api_base" | "base_url" => config.api_base = string()?,
+                "organization" => config.organization = Some(string()?),
+                "project" => config.project = Some(string()?),
+                "timeout" => {
+                    let secs = value
+                        .as_f64()
+                        .filter(|s| *s > 0.0)
+                        .ok_or_else(|| format!("{key}: expected a positive number of seconds"))?;
+                    config.timeout = Duration::from_secs_f64(secs);
+                }
+                "headers" => {
+                    let map = value.as_object().ok_or_else(|| {
+                        format!("{key}: expected a map of header names to values")
+                    })?;
+                    for (name, value) in map {
+                        let value = value
+                            .as_str()
+                            .ok_or_else(|| format!("{key}.{name}: expected a string"))?;
+                        HeaderName::from_bytes(name.as_bytes())
+                            .map_err(|_| format!("{key}.{name}: not a valid header name"))?;
+                        HeaderValue::from_str(value)
+                            .map_err(|_| format!("{key}.{name}: not a valid header value"))?;
+                        config.headers.push((name.clone(), Secret::new(value)));
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "{other}: unknown option for an openai provider; known options: api_base, organization, project, headers, timeout"
+                    ));
+                }
+            }
+        }
+        Ok(config)
+    }
+}
+
+/// A provider speaking OpenAI's chat-completions API.
+#[derive(Debug)]
+pub struct OpenAi {
+    name: String,
+    url: String,
+    key: Option<Secret>,
+    /// Headers sent with every call; marked sensitive so they never print.
+    headers: HeaderMap,
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+impl OpenAi {
+    /// A provider called `name`, sending through `client` (share one client between all
+    /// providers: it holds the connection pool).
+    pub fn new(name: impl Into<String>, config: OpenAiConfig, client: reqwest::Client) -> OpenAi {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(key) = &config.api_key {
+            if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
+                value.set_sensitive(true);
+                headers.insert(AUTHORIZATION, value);
+            }
+        }
+        let mut optional = |name: &'static str, value: &Option<String>| {
+            if let Some(value) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+                headers.insert(name, value);
+            }
+        };
+        optional("openai-organization", &config.organization);
+        optional("openai-project", &config.project);
+        for (name, value) in &config.headers {
+            if let (Ok(name), Ok(mut value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value.expose()),
+            ) {
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+        }
+        OpenAi {
+            name: name.into(),
+            url: format!("{}/chat/completions", config.api_base.trim_end_matches('/')),
+            key: config.api_key.filter(|k| !k.is_empty()),
+            headers,
+            timeout: config.timeout,
+            client,
+        }
+    }
+
+    /// The chat-completions URL this provider posts to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn send(&self, req: &ChatRequest, stream: bool) -> Result<reqwest::Response, Error> {
+        if self.key.is_none() && self.url.starts_with(DEFAULT_API_BASE) {
+            return Err(Error::new(
+                ErrorKind::ProviderAuthentication,
+                format!(
+                    "no API key for provider '{0}': set OPENAI_API_KEY or provider_api_keys.{0} in the configuration",
+                    self.name
+                ),
+            )
+            .with_provider(&self.name));
+        }
+        let body = serde_json::to_vec(req)
+            .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?;
+        let mut call = self
+            .client
+            .post(&self.url)
+            .headers(self.headers.clone())
+            .body(body);
+        if !stream {
+            call = call.timeout(self.timeout);
+        }
+        let response = call
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.name, e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap_or_default();
+        Err(status_error(
+            &self.name,
+            status,
+            &headers,
+            &body,
+            self.key.as_ref(),
+        ))
+    }
+
+    fn invalid(&self, what: &str, err: impl std::fmt::Display) -> Error {
+        Error::new(
+            ErrorKind::ProviderInvalidResponse,
+            format!("{} sent an invalid {what}: {err}", self.name),
+        )
+        .with_provider(&self.name)
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for OpenAi {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn chat(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
+        let response = self.send(&req, false).await?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&self.name, e))?;
+        serde_json::from_slice(&body).map_err(|e| self.invalid("completion", e))
+    }
+
+    async fn chat_stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
+        let response = self.send(&req, true).await?;
+        let is_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if is_json {
+            // Some OpenAI-compatible servers ignore `stream`; answer with chunks anyway.
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| transport_error(&self.name, e))?;
+            let completion: ChatCompletion =
+                serde_json::from_slice(&body).map_err(|e| self.invalid("completion", e))?;
+            let chunks = completion.to_chunks(true);
+            return Ok(futures_util::stream::iter(chunks.into_iter().map(Ok)).boxed());
+        }
+        let name = self.name.clone();
+        let events = SseStream::new(response.bytes_stream());
+        let chunks = events
+            .map(move |event| -> Option<Result<ChatChunk, Error>> {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(err) => return Some(Err(transport_error(&name, err))),
+                };
+                if event.data == "[DONE]" {
+                    return None;
+                }
+                Some(parse_chunk(&name, &event.data))
+            })
+            // `[DONE]` ends the stream even if the connection stays open.
+            .take_while(|item| std::future::ready(item.is_some()))
+            .filter_map(std::future::ready);
+        Ok(chunks.boxed())
+    }
+}
+
+/// One `data:` payload: a chunk, or the error object OpenAI sends mid-stream.
+fn parse_chunk(provider: &str, data: &str) -> Result<ChatChunk, Error> {
+    let mut chunk: ChatChunk = serde_json::from_str(data).map_err(|e| {
+        Error::new(
+            ErrorKind::ProviderInvalidResponse,
+            format!("{provider} sent an invalid stream chunk: {e}"),
+        )
+        .with_provider(provider)
+    })?;
+    if let Some(error) = chunk.extra.remove("error") {
+        let message = match &error {
+            Value::String(s) => s.clone(),
+            other => other
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown error")
+                .to_string(),
+        };
+        return Err(Error::new(
+            ErrorKind::ProviderUnavailable,
+            format!("{provider} failed mid-stream: {message}"),
+        )
+        .with_provider(provider));
+    }
+    Ok(chunk)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked() {
+        let options: JsonMap = serde_json::from_str(
+            r#"{"api_base":"http://localhost:1/v1","organization":"org","headers":{"x-a":"b"},"timeout":5}"#,
+        )
+        .unwrap();
+        let config = OpenAiConfig::from_options(&options, None).unwrap();
+        assert_eq!(config.api_base, "http://localhost:1/v1");
+        assert_eq!(config.timeout, Duration::from_secs(5));
+
+        let options: JsonMap = serde_json::from_str(r#"{"api_version":"1"}"#).unwrap();
+        assert_eq!(
+            OpenAiConfig::from_options(&options, None).unwrap_err(),
+            "api_version: unknown option for an openai provider; known options: api_base, organization, project, headers, timeout"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let provider = OpenAi::new(
+            "openai",
+            OpenAiConfig {
+                api_key: Some(Secret::new("sk-very-secret")),
+                ..OpenAiConfig::default()
+            },
+            reqwest::Client::new(),
+        );
+        let debug = format!("{provider:?}");
+        assert!(!debug.contains("sk-very-secret"), "{debug}");
+    }
+
+    #[test]
+    fn mid_stream_errors_become_errors() {
+        let err = parse_chunk(
+            "openai",
+            r#"{"error":{"message":"overloaded","type":"server_error"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.status(), 503);
+        assert_eq!(err.message(), "openai failed mid-stream: overloaded");
+    }
+}

@@ -1,0 +1,151 @@
+//! The HTTP edge of SLLMP: an axum [`Router`] serving OpenAI's API over a pipeline.
+//!
+//! `POST /v1/chat/completions` (JSON, or server-sent events ending in `data: [DONE]`),
+//! `GET /v1/models`, `GET /health`; every error in OpenAI's shape
+//! (`{"error":{"message","type","param","code","request_id"}}`), every response with an
+//! `x-request-id`. This is the only SLLMP crate that knows axum and HTTP statuses; it takes
+//! providers and a [`PipelineFactory`] and never reads configuration files.
+//!
+//! ```no_run
+//! use sllmp_core::ProviderRegistry;
+//! use sllmp_pipeline::{Pipeline, Retry};
+//! use sllmp_providers::Mock;
+//! use sllmp_server::Server;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = Server::new(ProviderRegistry::new().with(Mock::new("mock")))
+//!     .pipeline(|pipeline: &mut Pipeline| {
+//!         pipeline.add(Retry::new());
+//!     });
+//! // Embed it in your own app...
+//! let router: axum::Router = server.clone().router();
+//! // ...or serve it, shutting down gracefully on Ctrl-C or SIGTERM.
+//! server.serve("127.0.0.1:8000".parse().unwrap()).await
+//! # }
+//! ```
+
+mod error;
+mod request_id;
+mod routes;
+mod serve;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use sllmp_core::{ModelInfo, ProviderRegistry};
+use sllmp_pipeline::{PipelineFactory, Settings};
+
+/// The axum version this crate is built on, for embedding the router in your app.
+pub use axum;
+pub use error::ApiError;
+pub use request_id::{RequestId, X_REQUEST_ID};
+pub use serve::{bind, shutdown_signal};
+
+/// Server settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSettings {
+    /// The largest request body accepted; larger ones get 413. 10 MiB by default.
+    pub body_limit: usize,
+    /// How long in-flight requests may run after a shutdown signal. 30 s by default.
+    pub shutdown_grace: Duration,
+    /// The pipeline's limits.
+    pub pipeline: Settings,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            body_limit: 10 * 1024 * 1024,
+            shutdown_grace: Duration::from_secs(30),
+            pipeline: Settings::default(),
+        }
+    }
+}
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    providers: Arc<ProviderRegistry>,
+    models: Vec<ModelInfo>,
+    factory: Arc<dyn PipelineFactory>,
+    settings: ServerSettings,
+    started: u64,
+}
+
+/// The simple server: providers plus a pipeline factory, as a [`Router`] or served on an
+/// address. The Rust spelling of the Python original's `SimpleProxyServer(pipeline_factory)`.
+#[derive(Clone)]
+pub struct Server {
+    providers: Arc<ProviderRegistry>,
+    models: Vec<ModelInfo>,
+    factory: Arc<dyn PipelineFactory>,
+    settings: ServerSettings,
+}
+
+impl Server {
+    /// A server answering through `providers`, with only the built-in validation middleware.
+    pub fn new(providers: ProviderRegistry) -> Server {
+        Server::from_shared(Arc::new(providers))
+    }
+
+    /// Like [`Server::new`], with providers already shared.
+    pub fn from_shared(providers: Arc<ProviderRegistry>) -> Server {
+        Server {
+            providers,
+            models: Vec::new(),
+            factory: Arc::new(|_: &mut sllmp_pipeline::Pipeline| {}),
+            settings: ServerSettings::default(),
+        }
+    }
+
+    /// Sets the factory that adds middleware to each request's pipeline.
+    pub fn pipeline(mut self, factory: impl PipelineFactory) -> Server {
+        self.factory = Arc::new(factory);
+        self
+    }
+
+    /// Sets the factory, already shared.
+    pub fn pipeline_shared(mut self, factory: Arc<dyn PipelineFactory>) -> Server {
+        self.factory = factory;
+        self
+    }
+
+    /// Adds models to `GET /v1/models`, besides those the providers advertise.
+    pub fn models(mut self, models: impl IntoIterator<Item = ModelInfo>) -> Server {
+        self.models.extend(models);
+        self
+    }
+
+    /// Replaces the settings.
+    pub fn settings(mut self, settings: ServerSettings) -> Server {
+        self.settings = settings;
+        self
+    }
+
+    /// The axum router, to serve or to nest in your own app.
+    pub fn router(self) -> Router {
+        let mut models = self.models;
+        models.extend(self.providers.models());
+        models.sort();
+        models.dedup();
+        let state = Arc::new(AppState {
+            providers: self.providers,
+            models,
+            factory: self.factory,
+            settings: self.settings,
+            started: routes::started_now(),
+        });
+        Router::new()
+            .route("/", get(routes::health))
+            .route("/health", get(routes::health))
+            .route("/v1/models", get(routes::models))
+            .route("/v1/chat/completions", post(routes::chat_completions))
+            .fallback(routes::unknown_url)
+            .method_not_allowed_fallback(routes::method_not_allowed)
+            .layer(DefaultBodyLimit::max(self.settings.body_limit))
+            .layer(axum::middleware::from_fn(request_id::request_id))
+            .with_state(state)
+    }
+}

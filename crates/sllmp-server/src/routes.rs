@@ -1,0 +1,175 @@
+//! The handlers: thin functions from HTTP to the pipeline and back.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::Stream;
+use serde_json::json;
+use sllmp_core::{ChatRequest, Error, ErrorKind};
+use sllmp_pipeline::{Ctx, Output, Pipeline, ResponseStream, StreamItem, Validation};
+
+use crate::error::error_frame;
+use crate::{ApiError, AppState, RequestId};
+
+pub(crate) async fn health() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok", "timestamp": unix_now()}))
+}
+
+pub(crate) async fn models(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let data: Vec<_> = app
+        .models
+        .iter()
+        .map(|m| json!({"id": m.id, "object": "model", "created": app.started, "owned_by": m.owned_by}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+pub(crate) async fn chat_completions(
+    State(app): State<Arc<AppState>>,
+    RequestId(request_id): RequestId,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let err = Error::new(
+                ErrorKind::RequestTooLarge,
+                format!(
+                    "the request body is larger than the limit of {} bytes",
+                    app.settings.body_limit
+                ),
+            );
+            return ApiError::new(err, request_id).into_response();
+        }
+        Err(rejection) => {
+            let err = Error::invalid_request(
+                "invalid_json",
+                None,
+                format!("the request body could not be read: {rejection}"),
+            );
+            return ApiError::new(err, request_id).into_response();
+        }
+    };
+    let req = match ChatRequest::from_slice(&body) {
+        Ok(req) => req,
+        Err(err) => return ApiError::new(err, request_id).into_response(),
+    };
+    let ctx = Ctx::new(
+        request_id.clone(),
+        Arc::new(req.clone()),
+        Arc::clone(&app.providers),
+    )
+    .with_headers(headers);
+    let mut pipeline = Pipeline::new(ctx);
+    pipeline.set_settings(app.settings.pipeline);
+    // Validation always runs first, before any middleware of the user's.
+    pipeline.add(Validation);
+    app.factory.build(&mut pipeline);
+    match pipeline.start(req).await {
+        Ok(Output::Complete(completion)) => Json(completion).into_response(),
+        Ok(Output::Stream(stream)) => sse_response(stream, request_id),
+        Err(err) => ApiError::new(err, request_id).into_response(),
+    }
+}
+
+fn sse_response(stream: ResponseStream, request_id: String) -> Response {
+    let body = SseBody {
+        stream,
+        request_id,
+        state: SseState::Open,
+    };
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+enum SseState {
+    Open,
+    Closed,
+}
+
+/// The frames of a streamed answer: `data: <chunk>\n\n` per chunk, then `data: [DONE]\n\n`,
+/// or one error frame and nothing after it.
+struct SseBody {
+    stream: ResponseStream,
+    request_id: String,
+    state: SseState,
+}
+
+impl Stream for SseBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let SseState::Closed = self.state {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.stream).poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(StreamItem::Chunk(chunk))) => {
+                let mut frame = Vec::with_capacity(256);
+                frame.extend_from_slice(b"data: ");
+                serde_json::to_writer(&mut frame, &chunk).expect("a chunk serializes");
+                frame.extend_from_slice(b"\n\n");
+                Poll::Ready(Some(Ok(Bytes::from(frame))))
+            }
+            Poll::Ready(Some(StreamItem::Error(err))) => {
+                self.state = SseState::Closed;
+                Poll::Ready(Some(Ok(error_frame(&err, &self.request_id))))
+            }
+            Poll::Ready(None) => {
+                self.state = SseState::Closed;
+                Poll::Ready(Some(Ok(Bytes::from_static(b"data: [DONE]\n\n"))))
+            }
+        }
+    }
+}
+
+pub(crate) async fn unknown_url(
+    RequestId(request_id): RequestId,
+    uri: axum::http::Uri,
+) -> Response {
+    let err = Error::new(
+        ErrorKind::UnknownUrl,
+        format!("Invalid URL ({uri}): no such route"),
+    );
+    ApiError::new(err, request_id).into_response()
+}
+
+pub(crate) async fn method_not_allowed(
+    RequestId(request_id): RequestId,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    let err = Error::new(
+        ErrorKind::MethodNotAllowed,
+        format!("method {method} is not allowed on {}", uri.path()),
+    );
+    ApiError::new(err, request_id).into_response()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub(crate) fn started_now() -> u64 {
+    unix_now()
+}

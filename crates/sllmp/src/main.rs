@@ -1,0 +1,157 @@
+//! The `sllmp` binary: `sllmp serve [--config FILE] [--listen ADDR]`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sllmp::config::{Config, Gateway};
+use sllmp::providers::{HttpSettings, http_client};
+use sllmp::{Server, ServerSettings};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "sllmp",
+    version,
+    about = "SLLMP, the Simple LLM Proxy: an OpenAI-compatible LLM gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the OpenAI-compatible API.
+    Serve(ServeArgs),
+    /// Check a configuration file and exit (0 when it is valid).
+    Check {
+        /// The configuration file.
+        #[arg(long, short, env = "SLLMP_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The YAML configuration; without it, the built-in default (mock provider, and openai
+    /// when OPENAI_API_KEY is set).
+    #[arg(long, short, env = "SLLMP_CONFIG")]
+    config: Option<PathBuf>,
+    /// The address to listen on.
+    #[arg(long, short, env = "SLLMP_LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Write logs to this file (in the background, never blocking requests) instead of stderr.
+    #[arg(long, env = "SLLMP_LOG_FILE")]
+    log_file: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "SLLMP_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// The largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    body_limit: usize,
+    /// Seconds in-flight requests may run after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => {
+            let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Gateway::build(config, &http_client(&HttpSettings::default()))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("configuration is valid");
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(serve(args))
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let _log_guard = init_logging(&args)?;
+    let config = match &args.config {
+        Some(path) => Config::load(path),
+        None => Config::from_yaml(sllmp::DEFAULT_CONFIG, "<built-in default config>"),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            std::process::exit(2);
+        }
+    };
+    let origin = config.origin().to_string();
+    let gateway = match Gateway::build(config, &http_client(&HttpSettings::default())) {
+        Ok(gateway) => gateway,
+        Err(err) => {
+            eprintln!("{err}");
+            std::process::exit(2);
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let settings = ServerSettings {
+        body_limit: args.body_limit,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
+        ..ServerSettings::default()
+    };
+    let server = Server::from_shared(gateway.providers())
+        .models(gateway.models())
+        .settings(settings)
+        .pipeline(gateway);
+    tracing::info!(%addr, config = origin.as_str(), ready_ms = started.elapsed().as_secs_f64() * 1000.0, "sllmp is ready");
+    println!("sllmp listening on http://{addr} (config: {origin})");
+    server
+        .serve_on(listener, sllmp::server::shutdown_signal())
+        .await
+        .context("the server failed")
+}
+
+fn init_logging(
+    args: &ServeArgs,
+) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let json = args.log_format == "json";
+    match &args.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the log file {}", path.display()))?;
+            let (writer, guard) = tracing_appender::non_blocking(file);
+            let builder = builder.with_writer(writer).with_ansi(false);
+            if json {
+                builder.json().init();
+            } else {
+                builder.init();
+            }
+            Ok(Some(guard))
+        }
+        None => {
+            // stderr, through the same background writer: logging never blocks a request.
+            let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+            let builder = builder.with_writer(writer);
+            if json {
+                builder.json().init();
+            } else {
+                builder.init();
+            }
+            Ok(Some(guard))
+        }
+    }
+}
