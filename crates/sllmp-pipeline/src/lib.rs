@@ -34,6 +34,8 @@ mod hooks;
 mod middleware;
 mod pipeline;
 
+/// The attribute for `impl Middleware` blocks (hooks are async trait methods).
+pub use async_trait::async_trait;
 pub use builtin::{Retry, Validation};
 pub use ctx::{Ctx, TargetInfo};
 pub use hooks::Hooks;

@@ -120,11 +120,11 @@ impl OpenAi {
     pub fn new(name: impl Into<String>, config: OpenAiConfig, client: reqwest::Client) -> OpenAi {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(key) = &config.api_key {
-            if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose())) {
-                value.set_sensitive(true);
-                headers.insert(AUTHORIZATION, value);
-            }
+        if let Some(key) = &config.api_key
+            && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+        {
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
         }
         let mut optional = |name: &'static str, value: &Option<String>| {
             if let Some(value) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {

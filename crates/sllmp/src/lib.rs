@@ -66,7 +66,7 @@ pub use sllmp_core::*;
 pub use sllmp_pipeline::{
     Ctx, ErrorAction, Flow, Hooks, Middleware, Outcome, Output, Pipeline, PipelineFactory,
     ResponseStream, ResponseView, Retry, RetryWindow, Running, Settings, StreamItem, TargetInfo,
-    Validation,
+    Validation, async_trait,
 };
 
 /// The per-request pipeline (all of `sllmp-pipeline`).
@@ -107,3 +107,13 @@ pub use sllmp_limit as limit;
 /// The built-in configuration `sllmp serve` uses without `--config`: the `mock` provider,
 /// and `openai` once `OPENAI_API_KEY` is set.
 pub const DEFAULT_CONFIG: &str = include_str!("../default-config.yaml");
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
+/// The Rust examples of `docs/middleware.md`, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/middleware.md")]
+pub struct MiddlewareDocTests;
