@@ -5,10 +5,29 @@ use std::net::SocketAddr;
 
 use reqwest::header::HeaderMap;
 use serde_json::Value;
+use sllmp::ProviderRegistry;
 use sllmp::Server;
 use sllmp::config::{Config, Gateway};
-use sllmp::providers::{HttpSettings, http_client};
+use sllmp::providers::{HttpSettings, OpenAi, OpenAiConfig, http_client};
 use tokio::sync::oneshot;
+
+/// Providers with one `openai` provider whose `api_base` is `upstream`, configured by
+/// `configure` (key, timeout, …).
+pub fn upstream_providers(
+    upstream: &sllmp_test_support::MockUpstream,
+    configure: impl FnOnce(&mut OpenAiConfig),
+) -> ProviderRegistry {
+    let mut config = OpenAiConfig {
+        api_base: upstream.base_url(),
+        ..OpenAiConfig::default()
+    };
+    configure(&mut config);
+    ProviderRegistry::new().with(OpenAi::new(
+        "openai",
+        config,
+        http_client(&HttpSettings::default()),
+    ))
+}
 
 /// A running SLLMP server; stops when dropped.
 pub struct TestServer {

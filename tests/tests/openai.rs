@@ -6,24 +6,17 @@ use std::time::Duration;
 use serde_json::json;
 use sllmp::providers::{OpenAi, OpenAiConfig, http_client};
 use sllmp::{Pipeline, ProviderRegistry, Retry, Secret, Server};
-use sllmp_integration::{TestServer, stable};
+use sllmp_integration::{TestServer, stable, upstream_providers};
 use sllmp_test_support::{Frame, MockUpstream, Reply};
 
 /// A proxy whose `openai` provider talks to `upstream`, with a fast retry middleware.
 async fn proxy(upstream: &MockUpstream, timeout: Option<Duration>) -> TestServer {
-    let mut config = OpenAiConfig {
-        api_base: upstream.base_url(),
-        api_key: Some(Secret::new("sk-upstream-secret-key")),
-        ..OpenAiConfig::default()
-    };
-    if let Some(timeout) = timeout {
-        config.timeout = timeout;
-    }
-    let providers = ProviderRegistry::new().with(OpenAi::new(
-        "openai",
-        config,
-        http_client(&Default::default()),
-    ));
+    let providers = upstream_providers(upstream, |config| {
+        config.api_key = Some(Secret::new("sk-upstream-secret-key"));
+        if let Some(timeout) = timeout {
+            config.timeout = timeout;
+        }
+    });
     let server = Server::new(providers).pipeline(|pipeline: &mut Pipeline| {
         pipeline.add(
             Retry::new()
@@ -287,16 +280,10 @@ async fn an_unreachable_upstream_is_a_network_error() {
 async fn a_silent_upstream_is_a_timeout() {
     let upstream = MockUpstream::start().await;
     upstream.enqueue(Reply::Hang);
-    let server = TestServer::start(Server::new(ProviderRegistry::new().with(OpenAi::new(
-        "openai",
-        OpenAiConfig {
-            api_base: upstream.base_url(),
-            timeout: Duration::from_millis(200),
-            ..OpenAiConfig::default()
-        },
-        http_client(&Default::default()),
-    ))))
-    .await;
+    let providers = upstream_providers(&upstream, |config| {
+        config.timeout = Duration::from_millis(200)
+    });
+    let server = TestServer::start(Server::new(providers)).await;
     let answer = server.chat(&body()).await;
     assert_eq!(answer.status, 504);
     assert_eq!(answer.json()["error"]["type"], "timeout_error");

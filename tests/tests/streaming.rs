@@ -5,9 +5,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::json;
-use sllmp::providers::{OpenAi, OpenAiConfig, http_client};
-use sllmp::{Hooks, Pipeline, ProviderRegistry, Server};
-use sllmp_integration::{TestServer, stable};
+use sllmp::{Hooks, Pipeline, Server};
+use sllmp_integration::{TestServer, stable, upstream_providers};
 use sllmp_test_support::MockUpstream;
 
 fn stream_body(include_usage: Option<bool>) -> serde_json::Value {
@@ -66,14 +65,7 @@ async fn include_usage_false_is_like_not_asking() {
 #[tokio::test]
 async fn a_client_that_disconnects_stops_the_upstream_and_completion_still_runs() {
     let upstream = MockUpstream::start().await;
-    let providers = ProviderRegistry::new().with(OpenAi::new(
-        "openai",
-        OpenAiConfig {
-            api_base: upstream.base_url(),
-            ..OpenAiConfig::default()
-        },
-        http_client(&Default::default()),
-    ));
+    let providers = upstream_providers(&upstream, |_| {});
     let outcomes = Arc::new(Mutex::new(Vec::<(String, Option<u64>, bool)>::new()));
     let seen = Arc::clone(&outcomes);
     let server = Server::new(providers).pipeline(move |pipeline: &mut Pipeline| {

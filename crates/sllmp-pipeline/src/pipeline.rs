@@ -513,9 +513,18 @@ impl Driver {
         let mut decision = ErrorAction::Propagate;
         for middleware in self.middleware.iter_mut().rev() {
             let name = middleware.name();
-            let action = guard(name, middleware.on_error(&mut self.ctx, err, window))
-                .await
-                .unwrap_or(ErrorAction::Propagate);
+            let action = match guard(name, middleware.on_error(&mut self.ctx, err, window)).await {
+                Ok(action) => action,
+                Err(panic) => {
+                    tracing::error!(
+                        request_id = self.ctx.request_id(),
+                        middleware = name,
+                        error = panic.message(),
+                        "on_error panicked; the error propagates"
+                    );
+                    ErrorAction::Propagate
+                }
+            };
             if decision == ErrorAction::Propagate && window != RetryWindow::Closed {
                 decision = action;
             }

@@ -18,6 +18,11 @@ pub struct HttpSettings {
     pub read_timeout: Duration,
     /// How long an idle pooled connection is kept.
     pub pool_idle_timeout: Duration,
+    /// Allow HTTP/2 with servers that offer it. Off by default: HTTP/2 multiplexes every
+    /// request to a host over one connection, and LLM streams last long enough to exhaust
+    /// its concurrent-stream limit (about 100), after which new requests queue. HTTP/1.1
+    /// uses a pool of connections instead.
+    pub http2: bool,
 }
 
 impl Default for HttpSettings {
@@ -26,6 +31,7 @@ impl Default for HttpSettings {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(600),
             pool_idle_timeout: Duration::from_secs(90),
+            http2: false,
         }
     }
 }
@@ -33,7 +39,13 @@ impl Default for HttpSettings {
 /// Builds the connection-pooled client providers share. Build it once and clone it: a
 /// clone shares the pool.
 pub fn http_client(settings: &HttpSettings) -> reqwest::Client {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder();
+    let builder = if settings.http2 {
+        builder
+    } else {
+        builder.http1_only()
+    };
+    builder
         .connect_timeout(settings.connect_timeout)
         .read_timeout(settings.read_timeout)
         .pool_idle_timeout(settings.pool_idle_timeout)

@@ -61,10 +61,17 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => {
-            let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Gateway::build(config, &http_client(&HttpSettings::default()))
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("configuration is valid");
+            let gateway = load_gateway(Some(&config));
+            println!(
+                "{}: valid; features: {}",
+                gateway.config().origin(),
+                gateway
+                    .config()
+                    .features()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             Ok(())
         }
         Command::Serve(args) => {
@@ -80,25 +87,8 @@ fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let _log_guard = init_logging(&args)?;
-    let config = match &args.config {
-        Some(path) => Config::load(path),
-        None => Config::from_yaml(sllmp::DEFAULT_CONFIG, "<built-in default config>"),
-    };
-    let config = match config {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("{err}");
-            std::process::exit(2);
-        }
-    };
-    let origin = config.origin().to_string();
-    let gateway = match Gateway::build(config, &http_client(&HttpSettings::default())) {
-        Ok(gateway) => gateway,
-        Err(err) => {
-            eprintln!("{err}");
-            std::process::exit(2);
-        }
-    };
+    let gateway = load_gateway(args.config.as_deref());
+    let origin = gateway.config().origin().to_string();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -118,6 +108,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .serve_on(listener, sllmp::server::shutdown_signal())
         .await
         .context("the server failed")
+}
+
+/// Loads and builds the configuration, or prints every problem and exits with status 2.
+fn load_gateway(path: Option<&std::path::Path>) -> Gateway {
+    let config = match path {
+        Some(path) => Config::load(path),
+        None => Config::from_yaml(sllmp::DEFAULT_CONFIG, "<built-in default config>"),
+    };
+    let built =
+        config.and_then(|config| Gateway::build(config, &http_client(&HttpSettings::default())));
+    match built {
+        Ok(gateway) => gateway,
+        Err(err) => {
+            eprintln!("{err}");
+            std::process::exit(2);
+        }
+    }
 }
 
 fn init_logging(

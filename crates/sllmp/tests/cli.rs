@@ -1,0 +1,82 @@
+//! The `sllmp` binary: serves the built-in configuration with no key, checks files, stops on
+//! SIGTERM.
+#![cfg(feature = "cli")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+const SLLMP: &str = env!("CARGO_BIN_EXE_sllmp");
+
+/// A minimal HTTP/1.1 exchange, enough to see the binary answer.
+fn http(addr: &str, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.write_all(request.as_bytes()).expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+}
+
+#[test]
+fn serves_the_built_in_config_and_stops_on_sigterm() {
+    let mut child = Command::new(SLLMP)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("SLLMP_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sllmp");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("the ready line");
+    let addr = line
+        .strip_prefix("sllmp listening on http://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
+
+    let body = r#"{"model":"mock:echo","messages":[{"role":"user","content":"Hello!"}]}"#;
+    let response = http(
+        &addr,
+        &format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""content":"Hello!""#), "{response}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("sllmp exits");
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn check_reports_every_problem_and_exits_2() {
+    let dir = std::env::temp_dir().join(format!("sllmp-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    std::fs::write(&file, "defaults: {}\nfeatures:\n  chat:\n    modle: x\n    model: gpt-4\n").unwrap();
+    let output = Command::new(SLLMP)
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run sllmp check");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let name = file.display().to_string();
+    assert_eq!(
+        stderr,
+        format!(
+            "{name}: features.chat.model: \"gpt-4\" is not written as provider:model; write it as e.g. \"openai:gpt-4\"\n\
+             {name}: features.chat.modle: unknown key; expected one of: description, owner, model, provider_api_keys, providers, budget_constraints, langfuse, custom (did you mean \"model\"?)\n"
+        )
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
