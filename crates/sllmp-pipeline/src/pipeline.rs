@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::{FutureExt, StreamExt};
@@ -154,8 +155,9 @@ impl Pipeline {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Output {
-    /// A non-streamed completion.
-    Complete(ChatCompletion),
+    /// A non-streamed completion (shared with the `on_complete` hooks, which may still be
+    /// running when the client receives it).
+    Complete(Arc<ChatCompletion>),
     /// A stream of chunks; the first is already in hand.
     Stream(ResponseStream),
 }
@@ -298,9 +300,14 @@ impl Driver {
             }
         } else {
             // The response leaves with the head; on_complete sees the same value.
-            if head.send(Ok(Output::Complete(response.clone()))).is_err() {
+            let response = Arc::new(response);
+            if head
+                .send(Ok(Output::Complete(Arc::clone(&response))))
+                .is_err()
+            {
                 return self.complete(&Outcome::Cancelled).await;
             }
+            return self.complete(&Outcome::Success(&response)).await;
         }
         self.complete(&Outcome::Success(&response)).await;
     }
@@ -406,8 +413,11 @@ impl Driver {
             let _ = head.send(Err(err.clone()));
             return self.complete(&Outcome::Failed(&err)).await;
         }
-        let sent = response.clone();
-        if head.send(Ok(Output::Complete(sent))).is_err() {
+        let response = Arc::new(response);
+        if head
+            .send(Ok(Output::Complete(Arc::clone(&response))))
+            .is_err()
+        {
             return self.complete(&Outcome::Cancelled).await;
         }
         self.complete(&Outcome::Success(&response)).await;

@@ -77,7 +77,7 @@ pub(crate) async fn chat_completions(
     pipeline.add(Validation);
     app.factory.build(&mut pipeline);
     match pipeline.start(req).await {
-        Ok(Output::Complete(completion)) => Json(completion).into_response(),
+        Ok(Output::Complete(completion)) => Json(&*completion).into_response(),
         Ok(Output::Stream(stream)) => sse_response(stream, request_id),
         Err(err) => ApiError::new(err, request_id).into_response(),
     }
