@@ -175,16 +175,58 @@ pub enum StreamItem {
 
 /// The chunks of a streamed answer. The stream ends after the last chunk (the server then
 /// writes `data: [DONE]`) or after an [`StreamItem::Error`]. Dropping it stops the request.
+///
+/// A stream that stops without the pipeline saying it is complete (a bug, a panic) ends with
+/// an internal error, never with what would look like a complete answer.
 #[derive(Debug)]
 pub struct ResponseStream {
-    rx: mpsc::Receiver<StreamItem>,
+    rx: mpsc::Receiver<Frame>,
+    finished: bool,
+}
+
+/// What the pipeline task sends down a stream.
+#[derive(Debug)]
+enum Frame {
+    Item(StreamItem),
+    /// The stream is complete: every chunk was sent.
+    End,
+}
+
+impl ResponseStream {
+    fn new(rx: mpsc::Receiver<Frame>) -> ResponseStream {
+        ResponseStream {
+            rx,
+            finished: false,
+        }
+    }
 }
 
 impl futures_util::Stream for ResponseStream {
     type Item = StreamItem;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamItem>> {
-        self.rx.poll_recv(cx)
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Frame::Item(item))) => {
+                if matches!(item, StreamItem::Error(_)) {
+                    self.finished = true;
+                }
+                Poll::Ready(Some(item))
+            }
+            Poll::Ready(Some(Frame::End)) => {
+                self.finished = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => {
+                self.finished = true;
+                Poll::Ready(Some(StreamItem::Error(Error::internal(
+                    "the response stream stopped unexpectedly",
+                ))))
+            }
+        }
     }
 }
 
@@ -288,16 +330,21 @@ impl Driver {
         if streaming {
             let (tx, rx) = mpsc::channel(self.settings.stream_buffer);
             if head
-                .send(Ok(Output::Stream(ResponseStream { rx })))
+                .send(Ok(Output::Stream(ResponseStream::new(rx))))
                 .is_err()
             {
                 return self.complete(&Outcome::Cancelled).await;
             }
             for chunk in response.to_chunks(self.ctx.original().wants_stream_usage()) {
-                if tx.send(StreamItem::Chunk(chunk)).await.is_err() {
+                if tx
+                    .send(Frame::Item(StreamItem::Chunk(chunk)))
+                    .await
+                    .is_err()
+                {
                     return self.complete(&Outcome::Cancelled).await;
                 }
             }
+            let _ = tx.send(Frame::End).await;
         } else {
             // The response leaves with the head; on_complete sees the same value.
             let response = Arc::new(response);
@@ -374,6 +421,7 @@ impl Driver {
                 Some(first) => Some(first?),
                 None => None,
             };
+            self.ctx.first_chunk_at = Some(std::time::Instant::now());
             Ok(Answer::Stream { first, rest })
         } else {
             Ok(Answer::Complete(
@@ -432,13 +480,17 @@ impl Driver {
     ) {
         let (tx, rx) = mpsc::channel(self.settings.stream_buffer);
         if head
-            .send(Ok(Output::Stream(ResponseStream { rx })))
+            .send(Ok(Output::Stream(ResponseStream::new(rx))))
             .is_err()
         {
             drop(rest);
             return self.complete(&Outcome::Cancelled).await;
         }
         let client_wants_usage = self.ctx.original().wants_stream_usage();
+        let provider = self
+            .ctx
+            .target()
+            .map_or_else(String::new, |t| t.provider.clone());
         let mut assembler = StreamAssembler::default();
         let mut next = first.map(Ok);
         let ended: Result<(), Stop> = loop {
@@ -447,7 +499,7 @@ impl Driver {
                 None => tokio::select! {
                     biased;
                     _ = tx.closed() => break Err(Stop::Cancelled),
-                    item = rest.next() => item,
+                    item = guard(&provider, rest.next()) => item.unwrap_or_else(|panic| Some(Err(panic))),
                 },
             };
             let mut chunk = match item {
@@ -455,9 +507,6 @@ impl Driver {
                 Some(Err(err)) => break Err(Stop::Error(err)),
                 Some(Ok(chunk)) => chunk,
             };
-            if self.ctx.first_chunk_at.is_none() {
-                self.ctx.first_chunk_at = Some(std::time::Instant::now());
-            }
             if let Err(err) = self.on_chunk(&mut chunk) {
                 break Err(Stop::Error(err));
             }
@@ -468,7 +517,11 @@ impl Driver {
                 }
                 chunk.usage = None;
             }
-            if tx.send(StreamItem::Chunk(chunk)).await.is_err() {
+            if tx
+                .send(Frame::Item(StreamItem::Chunk(chunk)))
+                .await
+                .is_err()
+            {
                 break Err(Stop::Cancelled);
             }
         };
@@ -483,12 +536,13 @@ impl Driver {
         };
         match ended {
             Ok(()) => {
+                let _ = tx.send(Frame::End).await;
                 drop(tx);
                 self.complete(&Outcome::Success(&response)).await;
             }
             Err(Stop::Error(err)) => {
                 self.observe_error(&err).await;
-                let _ = tx.send(StreamItem::Error(err.clone())).await;
+                let _ = tx.send(Frame::Item(StreamItem::Error(err.clone()))).await;
                 drop(tx);
                 self.complete(&Outcome::Failed(&err)).await;
             }

@@ -26,6 +26,8 @@ enum Script {
         items: Vec<Result<ChatChunk, Error>>,
         hang: bool,
     },
+    /// Chunks, then a panic inside the provider's stream.
+    StreamThenPanic(Vec<ChatChunk>),
 }
 
 #[derive(Default)]
@@ -55,7 +57,7 @@ impl Provider for Shared {
         {
             Script::Complete(resp) => Ok(resp),
             Script::Fail(err) => Err(err),
-            Script::Stream { .. } => panic!("stream script for a non-stream call"),
+            _ => panic!("stream script for a non-stream call"),
         }
     }
 
@@ -83,6 +85,12 @@ impl Provider for Shared {
                         let _keep = &guard;
                         item
                     })
+                    .boxed())
+            }
+            Script::StreamThenPanic(chunks) => {
+                let items = chunks.into_iter().map(Some).chain(std::iter::once(None));
+                Ok(futures_util::stream::iter(items)
+                    .map(|item| Ok(item.expect("a bug in the provider")))
                     .boxed())
             }
             Script::Complete(_) => panic!("complete script for a stream call"),
@@ -493,4 +501,20 @@ async fn an_unknown_provider_is_model_not_found() {
         err.message(),
         "unknown provider 'nope' in model 'nope:m'; configured providers: scripted"
     );
+}
+
+#[tokio::test]
+async fn a_provider_stream_that_panics_ends_with_an_error_not_with_done() {
+    let setup = Setup::new(vec![Script::StreamThenPanic(vec![chunk("He")])]);
+    let req = request(true);
+    let Output::Stream(stream) = setup.pipeline(&req).run(req).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    let frames = collect(stream).await;
+    assert_eq!(frames.len(), 2);
+    assert_eq!(
+        frames[1],
+        "error: 'scripted' panicked while handling the request"
+    );
+    assert_eq!(setup.log().last().unwrap(), "a.complete:error");
 }
