@@ -216,19 +216,23 @@ impl StreamAssembler {
     }
 
     /// Usage for a stream that ended without reporting it (the client went away, or the
-    /// provider failed): the prompt estimated from the request, the completion from the text
-    /// received. Reported usage is returned as is.
-    pub fn usage_or_estimate(&self, request: &ChatRequest) -> Usage {
-        if let Some(usage) = &self.usage {
-            return usage.clone();
+    /// provider failed): `prompt_tokens` (see [`estimate_prompt_tokens`]) and the completion
+    /// estimated from the text received. Reported usage is returned as is.
+    pub fn usage_or_estimate(&self, prompt_tokens: u64) -> Usage {
+        match &self.usage {
+            Some(usage) => usage.clone(),
+            None => Usage::new(prompt_tokens, (self.text_len() as u64).div_ceil(4)),
         }
-        let prompt: u64 = request
-            .messages
-            .iter()
-            .map(|m| estimate_tokens(&m.text()) + 3)
-            .sum();
-        Usage::new(prompt, (self.text_len() as u64).div_ceil(4))
     }
+}
+
+/// A rough count of the prompt tokens of `request`, for estimates only.
+pub fn estimate_prompt_tokens(request: &ChatRequest) -> u64 {
+    request
+        .messages
+        .iter()
+        .map(|m| estimate_tokens(&m.text()) + 3)
+        .sum()
 }
 
 /// A rough token count for `text` (one token per four bytes), for estimates only.
@@ -397,6 +401,9 @@ mod tests {
             json!({"model":"m","messages":[{"role":"user","content":"abcd"}]}),
         )
         .unwrap();
-        assert_eq!(assembler.usage_or_estimate(&request), Usage::new(4, 2));
+        assert_eq!(
+            assembler.usage_or_estimate(estimate_prompt_tokens(&request)),
+            Usage::new(4, 2)
+        );
     }
 }

@@ -66,6 +66,11 @@ impl ChatRequest {
     /// Parses a request body, reporting a malformed body as `invalid_json` and a wrongly
     /// typed field as `invalid_type` with `param` naming its path (`messages[0].role`).
     pub fn from_slice(body: &[u8]) -> Result<ChatRequest, Error> {
+        // The fast path: most requests are valid. Only a failure is parsed again, with the
+        // path tracking that names the field (it costs a third more).
+        if let Ok(req) = serde_json::from_slice(body) {
+            return Ok(req);
+        }
         let mut de = serde_json::Deserializer::from_slice(body);
         let req: ChatRequest = serde_path_to_error::deserialize(&mut de).map_err(request_error)?;
         // Trailing garbage after the object is a syntax error too.

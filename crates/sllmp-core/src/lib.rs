@@ -27,7 +27,7 @@ mod error;
 mod provider;
 mod secret;
 
-pub use assemble::{StreamAssembler, estimate_tokens};
+pub use assemble::{StreamAssembler, estimate_prompt_tokens, estimate_tokens};
 pub use chat::{
     ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta, FunctionCall,
     FunctionCallDelta, Message, StreamOptions, ToolCall, ToolCallDelta, Usage,

@@ -1,8 +1,10 @@
 //! Observability middleware for SLLMP.
 //!
 //! Today: [`RequestLog`], one structured `tracing` event per request when it completes (the
-//! Python original's `logging_middleware`). OpenTelemetry traces, Langfuse generations and
-//! Prometheus metrics land here next. Depends on `sllmp-pipeline` and `sllmp-core` only;
+//! Python original's `logging_middleware`); [`BatchWriter`], the log sink that writes those
+//! events in the background without a system call or a thread wake-up per line; and
+//! [`init_logging`], which installs both the way the `sllmp` binary runs them.
+//! OpenTelemetry traces, Langfuse generations and Prometheus metrics land here next. Depends on `sllmp-pipeline` and `sllmp-core` only;
 //! never on axum, a provider or the limits crate. Exporters batch in the background: nothing
 //! here blocks the request path.
 //!
@@ -15,6 +17,11 @@
 //! }
 //! ```
 
+mod batch_writer;
+mod logging;
+
+pub use batch_writer::{BatchWriter, BatchWriterGuard};
+pub use logging::{LogFormat, LogGuard, init_logging};
 use sllmp_pipeline::{Ctx, Middleware, Outcome};
 
 /// Logs one `tracing` event per request, at completion, on the `sllmp::request` target:
@@ -58,7 +65,7 @@ impl Middleware for RequestLog {
                     $level,
                     request_id = ctx.request_id(),
                     feature = ctx.feature().unwrap_or(""),
-                    model = ctx.original().model.as_str(),
+                    model = ctx.requested_model(),
                     provider = target.map_or("", |t| t.provider.as_str()),
                     provider_model = target.map_or("", |t| t.model.as_str()),
                     stream = ctx.is_stream(),

@@ -9,13 +9,15 @@ use sllmp_core::{ChatRequest, ProviderRegistry, Usage};
 
 /// The per-request context every hook receives.
 ///
-/// It carries the request id, the request as the client sent it, the client's headers, the
-/// providers the request may use, the attempt number, timings, the usage once known, and
+/// It carries the request id, what the client asked for (model, stream, stream usage), the
+/// client's headers, the providers the request may use, the attempt number, timings, the usage once known, and
 /// typed [`Extensions`] through which middleware share data (a type is the key, as in
 /// axum's request extensions; no string-keyed maps).
 pub struct Ctx {
     request_id: String,
-    original: Arc<ChatRequest>,
+    requested_model: String,
+    stream: bool,
+    stream_usage: bool,
     headers: HeaderMap,
     providers: Arc<ProviderRegistry>,
     feature: Option<String>,
@@ -38,15 +40,17 @@ pub struct TargetInfo {
 }
 
 impl Ctx {
-    /// A context for `original`, answered through `providers`.
+    /// A context for `request` as the client sent it, answered through `providers`.
     pub fn new(
         request_id: impl Into<String>,
-        original: Arc<ChatRequest>,
+        request: &ChatRequest,
         providers: Arc<ProviderRegistry>,
     ) -> Ctx {
         Ctx {
             request_id: request_id.into(),
-            original,
+            requested_model: request.model.clone(),
+            stream: request.is_stream(),
+            stream_usage: request.wants_stream_usage(),
             headers: HeaderMap::new(),
             providers,
             feature: None,
@@ -71,14 +75,20 @@ impl Ctx {
         &self.request_id
     }
 
-    /// The request as the client sent it, before any middleware rewrote it.
-    pub fn original(&self) -> &ChatRequest {
-        &self.original
+    /// The model the client asked for, before any middleware rewrote it.
+    pub fn requested_model(&self) -> &str {
+        &self.requested_model
     }
 
     /// Whether the client asked for a stream.
     pub fn is_stream(&self) -> bool {
-        self.original.is_stream()
+        self.stream
+    }
+
+    /// Whether the client asked for the usage chunk of a stream
+    /// (`stream_options.include_usage`).
+    pub fn wants_stream_usage(&self) -> bool {
+        self.stream_usage
     }
 
     /// The client's HTTP request headers. They may hold client keys: never log them whole.
@@ -159,7 +169,7 @@ impl fmt::Debug for Ctx {
         // Headers are left out on purpose: they may carry client keys.
         f.debug_struct("Ctx")
             .field("request_id", &self.request_id)
-            .field("model", &self.original.model)
+            .field("model", &self.requested_model)
             .field("stream", &self.is_stream())
             .field("feature", &self.feature)
             .field("attempt", &self.attempt)

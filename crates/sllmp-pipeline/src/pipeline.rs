@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use futures_util::{FutureExt, StreamExt};
 use sllmp_core::{
     ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Error, StreamAssembler, StreamOptions,
-    Usage, estimate_tokens,
+    Usage, estimate_prompt_tokens, estimate_tokens,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -66,7 +66,7 @@ impl Default for Settings {
 ///     messages: vec![Message::new("user", "hi")],
 ///     ..ChatRequest::default()
 /// };
-/// let ctx = Ctx::new("req_1", Arc::new(request.clone()), Arc::new(ProviderRegistry::new()));
+/// let ctx = Ctx::new("req_1", &request, Arc::new(ProviderRegistry::new()));
 /// let mut pipeline = Pipeline::new(ctx);
 /// // A middleware that answers without calling any provider.
 /// pipeline.add(Hooks::new("canned").on_request(|_ctx, _req| {
@@ -184,10 +184,12 @@ pub struct ResponseStream {
     finished: bool,
 }
 
-/// What the pipeline task sends down a stream.
+/// What the pipeline task sends down a stream. Chunks are boxed: a channel allocates its
+/// slots 32 at a time, and an open stream should not hold 32 chunks' worth of memory.
 #[derive(Debug)]
 enum Frame {
-    Item(StreamItem),
+    Chunk(Box<ChatChunk>),
+    Error(Error),
     /// The stream is complete: every chunk was sent.
     End,
 }
@@ -210,11 +212,10 @@ impl futures_util::Stream for ResponseStream {
         }
         match self.rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Frame::Item(item))) => {
-                if matches!(item, StreamItem::Error(_)) {
-                    self.finished = true;
-                }
-                Poll::Ready(Some(item))
+            Poll::Ready(Some(Frame::Chunk(chunk))) => Poll::Ready(Some(StreamItem::Chunk(*chunk))),
+            Poll::Ready(Some(Frame::Error(err))) => {
+                self.finished = true;
+                Poll::Ready(Some(StreamItem::Error(err)))
             }
             Poll::Ready(Some(Frame::End)) => {
                 self.finished = true;
@@ -296,7 +297,12 @@ impl Driver {
         };
         match answer {
             Ok(Answer::Complete(response)) => self.finish_complete(&req, response, head).await,
-            Ok(Answer::Stream { first, rest }) => self.stream(&req, first, rest, head).await,
+            Ok(Answer::Stream { first, rest }) => {
+                // The request is not needed while the stream runs, only its size.
+                let prompt_tokens = estimate_prompt_tokens(&req);
+                drop(req);
+                self.stream(prompt_tokens, first, rest, head).await
+            }
             Err(Stop::Error(err)) => {
                 let _ = head.send(Err(err.clone()));
                 self.complete(&Outcome::Failed(&err)).await;
@@ -335,12 +341,8 @@ impl Driver {
             {
                 return self.complete(&Outcome::Cancelled).await;
             }
-            for chunk in response.to_chunks(self.ctx.original().wants_stream_usage()) {
-                if tx
-                    .send(Frame::Item(StreamItem::Chunk(chunk)))
-                    .await
-                    .is_err()
-                {
+            for chunk in response.to_chunks(self.ctx.wants_stream_usage()) {
+                if tx.send(Frame::Chunk(Box::new(chunk))).await.is_err() {
                     return self.complete(&Outcome::Cancelled).await;
                 }
             }
@@ -473,7 +475,7 @@ impl Driver {
 
     async fn stream(
         &mut self,
-        req: &ChatRequest,
+        prompt_tokens: u64,
         first: Option<ChatChunk>,
         mut rest: ChunkStream,
         head: HeadSender,
@@ -486,7 +488,7 @@ impl Driver {
             drop(rest);
             return self.complete(&Outcome::Cancelled).await;
         }
-        let client_wants_usage = self.ctx.original().wants_stream_usage();
+        let client_wants_usage = self.ctx.wants_stream_usage();
         let provider = self
             .ctx
             .target()
@@ -517,17 +519,13 @@ impl Driver {
                 }
                 chunk.usage = None;
             }
-            if tx
-                .send(Frame::Item(StreamItem::Chunk(chunk)))
-                .await
-                .is_err()
-            {
+            if tx.send(Frame::Chunk(Box::new(chunk))).await.is_err() {
                 break Err(Stop::Cancelled);
             }
         };
         // Stop the upstream call before anything else: the client is done with it.
         drop(rest);
-        self.ctx.usage = Some(assembler.usage_or_estimate(req));
+        self.ctx.usage = Some(assembler.usage_or_estimate(prompt_tokens));
         self.ctx.usage_estimated = assembler.usage().is_none();
         let response = assembler.finish();
         let ended = match ended {
@@ -542,7 +540,7 @@ impl Driver {
             }
             Err(Stop::Error(err)) => {
                 self.observe_error(&err).await;
-                let _ = tx.send(Frame::Item(StreamItem::Error(err.clone()))).await;
+                let _ = tx.send(Frame::Error(err.clone())).await;
                 drop(tx);
                 self.complete(&Outcome::Failed(&err)).await;
             }
@@ -633,15 +631,10 @@ fn panicked(name: &str) -> Error {
 
 /// Usage for a response that reported none.
 fn estimate_usage(req: &ChatRequest, response: &ChatCompletion) -> Usage {
-    let prompt = req
-        .messages
-        .iter()
-        .map(|m| estimate_tokens(&m.text()) + 3)
-        .sum();
     let completion = response
         .choices
         .iter()
         .map(|c| estimate_tokens(&c.message.text()))
         .sum();
-    Usage::new(prompt, completion)
+    Usage::new(estimate_prompt_tokens(req), completion)
 }

@@ -219,7 +219,7 @@ impl Setup {
     fn pipeline(&self, req: &ChatRequest) -> Pipeline {
         let mut registry = ProviderRegistry::new();
         registry.insert("scripted", Arc::new(Shared(Arc::clone(&self.provider))));
-        let ctx = Ctx::new("req_test", Arc::new(req.clone()), Arc::new(registry));
+        let ctx = Ctx::new("req_test", req, Arc::new(registry));
         let mut pipeline = Pipeline::new(ctx);
         pipeline.add(Validation);
         pipeline.add(recorder("a", &self.log));

@@ -66,7 +66,14 @@ impl OpenAiConfig {
                     .ok_or_else(|| format!("{key}: expected a string"))
             };
             match key.as_str() {
-                "api_base" | "base_url" => config.api_base = string()?,
+                "api_base" | "base_url" => {
+                    let base = string()?;
+                    match reqwest::Url::parse(&base) {
+                        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                        _ => return Err(format!("{key}: \"{base}\" is not an http(s) URL")),
+                    }
+                    config.api_base = base;
+                }
                 "organization" => config.organization = Some(string()?),
                 "project" => config.project = Some(string()?),
                 "timeout" => {
@@ -107,6 +114,8 @@ impl OpenAiConfig {
 pub struct OpenAi {
     name: String,
     url: String,
+    /// `url`, parsed once rather than on every call.
+    parsed_url: Option<reqwest::Url>,
     key: Option<Secret>,
     /// Headers sent with every call; marked sensitive so they never print.
     headers: HeaderMap,
@@ -142,9 +151,11 @@ impl OpenAi {
                 headers.insert(name, value);
             }
         }
+        let url = format!("{}/chat/completions", config.api_base.trim_end_matches('/'));
         OpenAi {
             name: name.into(),
-            url: format!("{}/chat/completions", config.api_base.trim_end_matches('/')),
+            parsed_url: reqwest::Url::parse(&url).ok(),
+            url,
             key: config.api_key.filter(|k| !k.is_empty()),
             headers,
             timeout: config.timeout,
@@ -170,11 +181,13 @@ impl OpenAi {
         }
         let body = serde_json::to_vec(req)
             .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?;
-        let mut call = self
-            .client
-            .post(&self.url)
-            .headers(self.headers.clone())
-            .body(body);
+        let mut call = match &self.parsed_url {
+            Some(url) => self.client.post(url.clone()),
+            // An unparsable api_base: let reqwest report it as the request's error.
+            None => self.client.post(&self.url),
+        }
+        .headers(self.headers.clone())
+        .body(body);
         if !stream {
             call = call.timeout(self.timeout);
         }

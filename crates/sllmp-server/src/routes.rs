@@ -65,12 +65,7 @@ pub(crate) async fn chat_completions(
         Ok(req) => req,
         Err(err) => return ApiError::new(err, request_id).into_response(),
     };
-    let ctx = Ctx::new(
-        request_id.clone(),
-        Arc::new(req.clone()),
-        Arc::clone(&app.providers),
-    )
-    .with_headers(headers);
+    let ctx = Ctx::new(request_id.clone(), &req, Arc::clone(&app.providers)).with_headers(headers);
     let mut pipeline = Pipeline::new(ctx);
     pipeline.set_settings(app.settings.pipeline);
     // Validation always runs first, before any middleware of the user's.

@@ -7,9 +7,13 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sllmp::config::{Config, Gateway};
+use sllmp::observe::{LogFormat, init_logging};
 use sllmp::providers::{HttpSettings, http_client};
 use sllmp::{Server, ServerSettings};
-use tracing_subscriber::EnvFilter;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -43,7 +47,7 @@ struct ServeArgs {
     /// The address to listen on.
     #[arg(long, short, env = "SLLMP_LISTEN", default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
-    /// Write logs to this file (in the background, never blocking requests) instead of stderr.
+    /// Append logs to this file instead of stderr (written in the background, never blocking requests).
     #[arg(long, env = "SLLMP_LOG_FILE")]
     log_file: Option<PathBuf>,
     /// Log format.
@@ -86,7 +90,20 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let _log_guard = init_logging(&args)?;
+    let format = if args.log_format == "json" {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
+    let _log_guard = init_logging(args.log_file.as_deref(), format).with_context(|| {
+        format!(
+            "cannot open the log file {}",
+            args.log_file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        )
+    })?;
     let gateway = load_gateway(args.config.as_deref());
     let origin = gateway.config().origin().to_string();
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -123,42 +140,6 @@ fn load_gateway(path: Option<&std::path::Path>) -> Gateway {
         Err(err) => {
             eprintln!("{err}");
             std::process::exit(2);
-        }
-    }
-}
-
-fn init_logging(
-    args: &ServeArgs,
-) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let json = args.log_format == "json";
-    match &args.log_file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open the log file {}", path.display()))?;
-            let (writer, guard) = tracing_appender::non_blocking(file);
-            let builder = builder.with_writer(writer).with_ansi(false);
-            if json {
-                builder.json().init();
-            } else {
-                builder.init();
-            }
-            Ok(Some(guard))
-        }
-        None => {
-            // stderr, through the same background writer: logging never blocks a request.
-            let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-            let builder = builder.with_writer(writer);
-            if json {
-                builder.json().init();
-            } else {
-                builder.init();
-            }
-            Ok(Some(guard))
         }
     }
 }

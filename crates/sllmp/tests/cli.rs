@@ -62,7 +62,11 @@ fn check_reports_every_problem_and_exits_2() {
     let dir = std::env::temp_dir().join(format!("sllmp-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.yaml");
-    std::fs::write(&file, "defaults: {}\nfeatures:\n  chat:\n    modle: x\n    model: gpt-4\n").unwrap();
+    std::fs::write(
+        &file,
+        "defaults: {}\nfeatures:\n  chat:\n    modle: x\n    model: gpt-4\n",
+    )
+    .unwrap();
     let output = Command::new(SLLMP)
         .args(["check", "--config"])
         .arg(&file)

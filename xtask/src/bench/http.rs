@@ -244,7 +244,9 @@ impl Conn {
                         let available = &self.buf[self.pos..];
                         match state {
                             ChunkState::Size => {
-                                let Some(end) = find(available, b"\r\n") else { break };
+                                let Some(end) = find(available, b"\r\n") else {
+                                    break;
+                                };
                                 let line = String::from_utf8_lossy(&available[..end]);
                                 let size = usize::from_str_radix(
                                     line.split(';').next().unwrap_or("").trim(),
@@ -281,7 +283,9 @@ impl Conn {
                                 state = ChunkState::Size;
                             }
                             ChunkState::Trailer => {
-                                let Some(end) = find(available, b"\r\n") else { break };
+                                let Some(end) = find(available, b"\r\n") else {
+                                    break;
+                                };
                                 self.pos += end + 2;
                                 if end == 0 {
                                     break 'body;

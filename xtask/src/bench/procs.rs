@@ -101,7 +101,10 @@ pub(crate) fn wait_healthy(
         }
         proc.check_alive()?;
         if Instant::now() > deadline {
-            bail!("{} did not answer GET /health on {addr} within {timeout:?}", proc.name);
+            bail!(
+                "{} did not answer GET /health on {addr} within {timeout:?}",
+                proc.name
+            );
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -140,7 +143,10 @@ pub(crate) fn tree_cpu_ticks(pid: u32) -> u64 {
     let mut total = cpu_ticks(pid);
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -167,7 +173,10 @@ pub(crate) fn tree_rss_kb(pid: u32) -> u64 {
     let mut total = status_kb(pid, "VmRSS").unwrap_or(0);
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
             else {
                 continue;
             };
