@@ -518,3 +518,56 @@ async fn a_provider_stream_that_panics_ends_with_an_error_not_with_done() {
     );
     assert_eq!(setup.log().last().unwrap(), "a.complete:error");
 }
+
+#[tokio::test]
+async fn hooks_rewrite_requests_chunks_and_responses() {
+    // A stream: on_chunk rewrites each chunk; the client and the assembled response both see
+    // the rewritten text.
+    let setup = Setup::new(vec![Script::Stream {
+        items: vec![Ok(chunk("he")), Ok(chunk("llo"))],
+        hang: false,
+    }]);
+    let req = request(true);
+    let assembled = Arc::new(Mutex::new(String::new()));
+    let seen = assembled.clone();
+    let mut pipeline = setup.pipeline(&req);
+    pipeline.add(
+        Hooks::new("shout")
+            .on_request(|_, req| {
+                req.temperature = Some(0.0);
+                Ok(Flow::Continue)
+            })
+            .on_chunk(|_, chunk| {
+                for choice in &mut chunk.choices {
+                    choice.delta.content = choice.delta.content.as_ref().map(|c| c.to_uppercase());
+                }
+                Ok(())
+            })
+            .on_response(move |_, resp| {
+                *seen.lock().unwrap() = resp.response().choices[0].message.text();
+                Ok(())
+            }),
+    );
+    let Output::Stream(stream) = pipeline.run(req).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    let frames = collect(stream).await;
+    assert!(frames[0].contains(r#""content":"HE""#), "{frames:?}");
+    assert_eq!(*assembled.lock().unwrap(), "HELLO");
+    assert_eq!(setup.provider.calls.lock().unwrap()[0].temperature, Some(0.0));
+
+    // A non-streamed response rewritten in on_response reaches the client rewritten.
+    let setup = Setup::new(vec![Script::Complete(completion("hi"))]);
+    let req = request(false);
+    let mut pipeline = setup.pipeline(&req);
+    pipeline.add(Hooks::new("sign").on_response(|_, resp| {
+        if let ResponseView::Complete(resp) = resp {
+            resp.choices[0].message = Message::new("assistant", "hi (checked)");
+        }
+        Ok(())
+    }));
+    let Output::Complete(resp) = pipeline.run(req).await.unwrap() else {
+        panic!("expected a completion")
+    };
+    assert_eq!(resp.choices[0].message.text(), "hi (checked)");
+}
