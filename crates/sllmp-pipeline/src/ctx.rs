@@ -64,6 +64,11 @@ impl Ctx {
         }
     }
 
+    /// An empty context, left behind when a driver hands its context to another task.
+    pub(crate) fn detached() -> Ctx {
+        Ctx::new(String::new(), &ChatRequest::default(), Arc::default())
+    }
+
     /// Attaches the client's HTTP request headers.
     pub fn with_headers(mut self, headers: HeaderMap) -> Ctx {
         self.headers = headers;

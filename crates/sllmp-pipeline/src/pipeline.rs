@@ -126,22 +126,34 @@ impl Pipeline {
         self.settings = settings;
     }
 
-    /// Runs the request in a spawned task and returns a handle that resolves to the answer.
+    /// Starts the request and returns a handle that resolves to the answer.
+    ///
+    /// A non-streamed request runs in the task that polls the handle (no hand-off between
+    /// tasks on the way to the answer); its `on_complete` hooks then run in a spawned task, so
+    /// the answer is not delayed by them. A stream runs in a spawned task that feeds the
+    /// [`ResponseStream`].
     ///
     /// Dropping the handle, or the [`ResponseStream`] it yields, before the answer is complete
     /// means the client went away: the provider call is stopped and `on_complete` runs with
     /// [`Outcome::Cancelled`]. Must be called within a tokio runtime.
     pub fn start(self, req: ChatRequest) -> Running {
-        let (head_tx, head_rx) = oneshot::channel();
-        tokio::spawn(
-            Driver {
-                ctx: self.ctx,
-                middleware: self.middleware,
-                settings: self.settings,
+        let driver = Driver {
+            ctx: self.ctx,
+            middleware: self.middleware,
+            settings: self.settings,
+            completed: false,
+        };
+        if req.is_stream() {
+            let (head_tx, head_rx) = oneshot::channel();
+            tokio::spawn(driver.drive(req, head_tx));
+            Running {
+                inner: RunningInner::Spawned(head_rx),
             }
-            .drive(req, head_tx),
-        );
-        Running { head_rx }
+        } else {
+            Running {
+                inner: RunningInner::Inline(Box::pin(driver.run_inline(req))),
+            }
+        }
     }
 
     /// Runs the request and waits for the answer: [`Pipeline::start`], awaited.
@@ -232,22 +244,41 @@ impl futures_util::Stream for ResponseStream {
 }
 
 /// A running pipeline; resolves to its answer. Dropping it cancels the request.
-#[derive(Debug)]
 pub struct Running {
-    head_rx: oneshot::Receiver<Result<Output, Error>>,
+    inner: RunningInner,
+}
+
+enum RunningInner {
+    /// A stream, driven by a spawned task that sends its head here.
+    Spawned(oneshot::Receiver<Result<Output, Error>>),
+    /// A non-streamed request, driven by whoever polls the handle.
+    Inline(Pin<Box<dyn Future<Output = Result<Output, Error>> + Send>>),
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.inner {
+            RunningInner::Spawned(_) => "stream",
+            RunningInner::Inline(_) => "complete",
+        };
+        f.debug_struct("Running").field("kind", &kind).finish()
+    }
 }
 
 impl Future for Running {
     type Output = Result<Output, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.head_rx).poll(cx).map(|answer| {
-            answer.unwrap_or_else(|_| {
-                Err(Error::internal(
-                    "the request pipeline stopped without an answer",
-                ))
-            })
-        })
+        match &mut self.inner {
+            RunningInner::Inline(future) => future.as_mut().poll(cx),
+            RunningInner::Spawned(head_rx) => Pin::new(head_rx).poll(cx).map(|answer| {
+                answer.unwrap_or_else(|_| {
+                    Err(Error::internal(
+                        "the request pipeline stopped without an answer",
+                    ))
+                })
+            }),
+        }
     }
 }
 
@@ -277,11 +308,119 @@ struct Driver {
     ctx: Ctx,
     middleware: Vec<Box<dyn Middleware>>,
     settings: Settings,
+    /// Whether `on_complete` ran (or is running); checked on drop.
+    completed: bool,
+}
+
+/// A driver dropped before its request completed belongs to a client that went away (the
+/// future polling an inline request was dropped, or a task was aborted): its `on_complete`
+/// hooks still run, with [`Outcome::Cancelled`], in a task of their own.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if self.completed || self.middleware.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut driver = Driver {
+            ctx: std::mem::replace(&mut self.ctx, Ctx::detached()),
+            middleware: std::mem::take(&mut self.middleware),
+            settings: self.settings,
+            // Handed off: if its task never runs (the runtime is shutting down), dropping it
+            // must not hand it off again.
+            completed: true,
+        };
+        runtime.spawn(async move { driver.complete(&Outcome::Cancelled).await });
+    }
+}
+
+/// How a request ended, owned, for completion in another task.
+enum Ended {
+    Success(Arc<ChatCompletion>),
+    Failed(Error),
 }
 
 type HeadSender = oneshot::Sender<Result<Output, Error>>;
 
 impl Driver {
+    /// A non-streamed request, in the caller's task; `on_complete` runs in a spawned task.
+    async fn run_inline(mut self, mut req: ChatRequest) -> Result<Output, Error> {
+        let answer = self.answer_inline(&mut req).await;
+        let ended = match &answer {
+            Ok(response) => Ended::Success(Arc::clone(response)),
+            Err(err) => Ended::Failed(err.clone()),
+        };
+        self.completed = true;
+        let mut driver = Driver {
+            ctx: std::mem::replace(&mut self.ctx, Ctx::detached()),
+            middleware: std::mem::take(&mut self.middleware),
+            settings: self.settings,
+            // Handed off: if its task never runs (the runtime is shutting down), dropping it
+            // must not hand it off again.
+            completed: true,
+        };
+        tokio::spawn(async move {
+            let outcome = match &ended {
+                Ended::Success(response) => Outcome::Success(response),
+                Ended::Failed(err) => Outcome::Failed(err),
+            };
+            driver.complete(&outcome).await;
+        });
+        answer.map(Output::Complete)
+    }
+
+    async fn answer_inline(&mut self, req: &mut ChatRequest) -> Result<Arc<ChatCompletion>, Error> {
+        match self.request_phase(req).await {
+            Ok(Some(response)) => {
+                self.ctx.usage = response.usage.clone();
+                return Ok(Arc::new(response));
+            }
+            Ok(None) => {}
+            Err(err) => {
+                self.observe_error(&err).await;
+                return Err(err);
+            }
+        }
+        match self.attempt_loop(req, false, None).await {
+            Ok(Answer::Complete(response)) => self.response_phase(req, response).await,
+            Ok(Answer::Stream { .. }) | Err(Stop::Cancelled) => Err(Error::internal(
+                "the pipeline lost track of a non-streamed request",
+            )),
+            Err(Stop::Error(err)) => Err(err),
+        }
+    }
+
+    /// Usage, then `on_response` in reverse order, for a non-streamed response.
+    async fn response_phase(
+        &mut self,
+        req: &ChatRequest,
+        mut response: ChatCompletion,
+    ) -> Result<Arc<ChatCompletion>, Error> {
+        match &response.usage {
+            Some(usage) => self.ctx.usage = Some(usage.clone()),
+            None => {
+                self.ctx.usage = Some(estimate_usage(req, &response));
+                self.ctx.usage_estimated = true;
+            }
+        }
+        for middleware in self.middleware.iter_mut().rev() {
+            let name = middleware.name();
+            let result = guard(
+                name,
+                middleware.on_response(&mut self.ctx, ResponseView::Complete(&mut response)),
+            )
+            .await;
+            if let Err(err) = result.and_then(|r| r) {
+                self.observe_error(&err).await;
+                return Err(err);
+            }
+        }
+        Ok(Arc::new(response))
+    }
+
+    /// A stream, in a spawned task: the head goes back through `head`, chunks through the
+    /// [`ResponseStream`].
     async fn drive(mut self, mut req: ChatRequest, mut head: HeadSender) {
         let streaming = req.is_stream();
         let answer = match self.request_phase(&mut req).await {
@@ -289,14 +428,28 @@ impl Driver {
                 self.respond_short_circuit(response, streaming, head).await;
                 return;
             }
-            Ok(None) => self.attempt_loop(&req, streaming, &mut head).await,
+            Ok(None) => self.attempt_loop(&req, streaming, Some(&mut head)).await,
             Err(err) => {
                 self.observe_error(&err).await;
                 Err(Stop::Error(err))
             }
         };
         match answer {
-            Ok(Answer::Complete(response)) => self.finish_complete(&req, response, head).await,
+            Ok(Answer::Complete(response)) => match self.response_phase(&req, response).await {
+                Ok(response) => {
+                    if head
+                        .send(Ok(Output::Complete(Arc::clone(&response))))
+                        .is_err()
+                    {
+                        return self.complete(&Outcome::Cancelled).await;
+                    }
+                    self.complete(&Outcome::Success(&response)).await
+                }
+                Err(err) => {
+                    let _ = head.send(Err(err.clone()));
+                    self.complete(&Outcome::Failed(&err)).await
+                }
+            },
             Ok(Answer::Stream { first, rest }) => {
                 // The request is not needed while the stream runs, only its size.
                 let prompt_tokens = estimate_prompt_tokens(&req);
@@ -367,14 +520,14 @@ impl Driver {
         &mut self,
         base: &ChatRequest,
         streaming: bool,
-        head: &mut HeadSender,
+        mut head: Option<&mut HeadSender>,
     ) -> Result<Answer, Stop> {
         loop {
             self.ctx.attempt += 1;
             let attempt = self.ctx.attempt;
             let result = tokio::select! {
                 biased;
-                _ = head.closed() => return Err(Stop::Cancelled),
+                _ = closed(&mut head) => return Err(Stop::Cancelled),
                 result = self.attempt(base, streaming) => result,
             };
             let err = match result {
@@ -386,7 +539,7 @@ impl Driver {
                 ErrorAction::Retry { after } if attempt < self.settings.max_attempts => {
                     tokio::select! {
                         biased;
-                        _ = head.closed() => return Err(Stop::Cancelled),
+                        _ = closed(&mut head) => return Err(Stop::Cancelled),
                         _ = tokio::time::sleep(after) => {}
                     }
                 }
@@ -430,47 +583,6 @@ impl Driver {
                 guard(&provider_name, provider.chat(req)).await??,
             ))
         }
-    }
-
-    async fn finish_complete(
-        &mut self,
-        req: &ChatRequest,
-        mut response: ChatCompletion,
-        head: HeadSender,
-    ) {
-        match &response.usage {
-            Some(usage) => self.ctx.usage = Some(usage.clone()),
-            None => {
-                self.ctx.usage = Some(estimate_usage(req, &response));
-                self.ctx.usage_estimated = true;
-            }
-        }
-        let mut failure = None;
-        for middleware in self.middleware.iter_mut().rev() {
-            let name = middleware.name();
-            let result = guard(
-                name,
-                middleware.on_response(&mut self.ctx, ResponseView::Complete(&mut response)),
-            )
-            .await;
-            if let Err(err) = result.and_then(|r| r) {
-                failure = Some(err);
-                break;
-            }
-        }
-        if let Some(err) = failure {
-            self.observe_error(&err).await;
-            let _ = head.send(Err(err.clone()));
-            return self.complete(&Outcome::Failed(&err)).await;
-        }
-        let response = Arc::new(response);
-        if head
-            .send(Ok(Output::Complete(Arc::clone(&response))))
-            .is_err()
-        {
-            return self.complete(&Outcome::Cancelled).await;
-        }
-        self.complete(&Outcome::Success(&response)).await;
     }
 
     async fn stream(
@@ -601,6 +713,7 @@ impl Driver {
 
     /// `on_complete` in reverse order, exactly once.
     async fn complete(&mut self, outcome: &Outcome<'_>) {
+        self.completed = true;
         for middleware in self.middleware.iter_mut().rev() {
             let name = middleware.name();
             if guard(name, middleware.on_complete(&self.ctx, outcome))
@@ -614,6 +727,15 @@ impl Driver {
                 );
             }
         }
+    }
+}
+
+/// Resolves when the client dropped the handle; never when there is no handle to watch (an
+/// inline request is cancelled by dropping its future instead).
+async fn closed(head: &mut Option<&mut HeadSender>) {
+    match head {
+        Some(head) => head.closed().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -28,6 +28,8 @@ enum Script {
     },
     /// Chunks, then a panic inside the provider's stream.
     StreamThenPanic(Vec<ChatChunk>),
+    /// A non-streamed call that never answers.
+    Hang,
 }
 
 #[derive(Default)]
@@ -47,16 +49,14 @@ impl Provider for Shared {
 
     async fn chat(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
         self.0.calls.lock().unwrap().push(req);
-        match self
-            .0
-            .scripts
-            .lock()
-            .unwrap()
-            .pop_front()
-            .expect("a script")
-        {
+        let script = self.0.scripts.lock().unwrap().pop_front();
+        match script.expect("a script") {
             Script::Complete(resp) => Ok(resp),
             Script::Fail(err) => Err(err),
+            Script::Hang => {
+                let _guard = DropCounter(Arc::clone(&self.0.streams_dropped));
+                std::future::pending().await
+            }
             _ => panic!("stream script for a non-stream call"),
         }
     }
@@ -93,7 +93,7 @@ impl Provider for Shared {
                     .map(|item| Ok(item.expect("a bug in the provider")))
                     .boxed())
             }
-            Script::Complete(_) => panic!("complete script for a stream call"),
+            Script::Complete(_) | Script::Hang => panic!("complete script for a stream call"),
         }
     }
 }
@@ -231,6 +231,18 @@ impl Setup {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once the request completed: `on_complete` of a non-streamed request runs in a
+    /// task of its own, after the answer is returned.
+    async fn settled(&self) -> Vec<String> {
+        for _ in 0..400 {
+            if self.log().iter().any(|l| l.starts_with("a.complete")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.log()
+    }
+
     fn calls(&self) -> usize {
         self.provider.calls.lock().unwrap().len()
     }
@@ -261,7 +273,7 @@ async fn hooks_run_in_onion_order_and_complete_once() {
     };
     assert_eq!(resp.choices[0].message.text(), "hi");
     assert_eq!(
-        setup.log(),
+        setup.settled().await,
         [
             "a.request",
             "b.request",
@@ -447,7 +459,7 @@ async fn hook_errors_are_never_swallowed() {
     }));
     let err = pipeline.run(req).await.unwrap_err();
     assert_eq!((err.status(), err.error_type()), (422, "policy_error"));
-    assert_eq!(setup.log().last().unwrap(), "a.complete:error");
+    assert_eq!(setup.settled().await.last().unwrap(), "a.complete:error");
     assert!(setup.log().contains(&"a.error:custom:closed".to_string()));
 }
 
@@ -460,7 +472,7 @@ async fn a_panicking_hook_becomes_an_internal_error_and_completion_still_runs() 
     let err = pipeline.run(req).await.unwrap_err();
     assert_eq!(err.status(), 500);
     assert_eq!(err.message(), "'buggy' panicked while handling the request");
-    assert_eq!(setup.log().last().unwrap(), "a.complete:error");
+    assert_eq!(setup.settled().await.last().unwrap(), "a.complete:error");
 }
 
 #[tokio::test]
@@ -554,7 +566,10 @@ async fn hooks_rewrite_requests_chunks_and_responses() {
     let frames = collect(stream).await;
     assert!(frames[0].contains(r#""content":"HE""#), "{frames:?}");
     assert_eq!(*assembled.lock().unwrap(), "HELLO");
-    assert_eq!(setup.provider.calls.lock().unwrap()[0].temperature, Some(0.0));
+    assert_eq!(
+        setup.provider.calls.lock().unwrap()[0].temperature,
+        Some(0.0)
+    );
 
     // A non-streamed response rewritten in on_response reaches the client rewritten.
     let setup = Setup::new(vec![Script::Complete(completion("hi"))]);
@@ -570,4 +585,31 @@ async fn hooks_rewrite_requests_chunks_and_responses() {
         panic!("expected a completion")
     };
     assert_eq!(resp.choices[0].message.text(), "hi (checked)");
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_a_non_streamed_request_cancels_it_and_completes_once() {
+    let setup = Setup::new(vec![Script::Hang]);
+    let req = request(false);
+    let running = setup.pipeline(&req).start(req);
+    // Poll the request until it reaches the provider, then drop it as a server would.
+    let polled = tokio::time::timeout(Duration::from_millis(50), running).await;
+    assert!(polled.is_err(), "the provider never answers");
+    for _ in 0..200 {
+        if setup.log().last().map(String::as_str) == Some("a.complete:cancelled") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let completes: Vec<_> = setup
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("complete"))
+        .collect();
+    assert_eq!(completes, ["b.complete:cancelled", "a.complete:cancelled"]);
+    assert_eq!(
+        setup.provider.streams_dropped.load(Ordering::SeqCst),
+        1,
+        "the provider call was dropped"
+    );
 }
