@@ -140,23 +140,27 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 /// utime + stime of `pid` and of its children (nginx's workers), in clock ticks.
 pub(crate) fn tree_cpu_ticks(pid: u32) -> u64 {
-    let mut total = cpu_ticks(pid);
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(child) = entry
+    cpu_ticks(pid) + children(pid).into_iter().map(cpu_ticks).sum::<u64>()
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            entry
                 .file_name()
                 .to_str()
                 .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let parent = stat_fields(child).and_then(|f| f.get(1).and_then(|p| p.parse().ok()));
-            if parent == Some(pid) {
-                total += cpu_ticks(child);
-            }
-        }
-    }
-    total
+        })
+        .filter(|&child| {
+            stat_fields(child).and_then(|f| f.get(1).and_then(|p| p.parse::<u32>().ok()))
+                == Some(pid)
+        })
+        .collect()
 }
 
 /// A `kB` line of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in kB.
@@ -170,21 +174,8 @@ pub(crate) fn status_kb(pid: u32, key: &str) -> Option<u64> {
 
 /// `VmRSS` of `pid` plus that of its children (nginx's workers), in kB.
 pub(crate) fn tree_rss_kb(pid: u32) -> u64 {
-    let mut total = status_kb(pid, "VmRSS").unwrap_or(0);
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(child) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let parent = stat_fields(child).and_then(|f| f.get(1).and_then(|p| p.parse().ok()));
-            if parent == Some(pid) {
-                total += status_kb(child, "VmRSS").unwrap_or(0);
-            }
-        }
-    }
-    total
+    std::iter::once(pid)
+        .chain(children(pid))
+        .map(|p| status_kb(p, "VmRSS").unwrap_or(0))
+        .sum()
 }
