@@ -181,7 +181,12 @@ mod tests {
                 } else if name.ends_with(".rs") {
                     let text = std::fs::read_to_string(&path).unwrap();
                     for (number, line) in text.lines().enumerate() {
-                        for banned in ["todo!(", "unimplemented!(", "dbg!("] {
+                        // Spelled in pieces so that this file does not match its own rule.
+                        for banned in [
+                            concat!("todo", "!("),
+                            concat!("unimplemented", "!("),
+                            concat!("dbg", "!("),
+                        ] {
                             if line.contains(banned) && !line.trim_start().starts_with("//") {
                                 problems.push(format!(
                                     "{}:{}: {banned}",
