@@ -323,15 +323,24 @@ impl Drop for Driver {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut driver = Driver {
+        let mut driver = self.hand_off();
+        runtime.spawn(async move { driver.complete(&Outcome::Cancelled).await });
+    }
+}
+
+impl Driver {
+    /// Moves the context and middleware into a new driver, for `on_complete` in another task;
+    /// `self` is left completed and empty.
+    fn hand_off(&mut self) -> Driver {
+        self.completed = true;
+        Driver {
             ctx: std::mem::replace(&mut self.ctx, Ctx::detached()),
             middleware: std::mem::take(&mut self.middleware),
             settings: self.settings,
-            // Handed off: if its task never runs (the runtime is shutting down), dropping it
-            // must not hand it off again.
+            // If its task never runs (the runtime is shutting down), dropping it must not
+            // hand it off again.
             completed: true,
-        };
-        runtime.spawn(async move { driver.complete(&Outcome::Cancelled).await });
+        }
     }
 }
 
@@ -351,15 +360,7 @@ impl Driver {
             Ok(response) => Ended::Success(Arc::clone(response)),
             Err(err) => Ended::Failed(err.clone()),
         };
-        self.completed = true;
-        let mut driver = Driver {
-            ctx: std::mem::replace(&mut self.ctx, Ctx::detached()),
-            middleware: std::mem::take(&mut self.middleware),
-            settings: self.settings,
-            // Handed off: if its task never runs (the runtime is shutting down), dropping it
-            // must not hand it off again.
-            completed: true,
-        };
+        let mut driver = self.hand_off();
         tokio::spawn(async move {
             let outcome = match &ended {
                 Ended::Success(response) => Outcome::Success(response),
