@@ -52,6 +52,10 @@ pub struct SseDecoder {
 impl SseDecoder {
     /// Decodes `bytes`, appending every event they complete to `out`.
     pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<SseEvent>) {
+        // An empty read must not forget that the last one ended in CR.
+        if bytes.is_empty() {
+            return;
+        }
         if self.after_cr {
             self.after_cr = false;
             if let Some(rest) = bytes.strip_prefix(b"\n") {
@@ -237,6 +241,19 @@ mod tests {
     fn a_crlf_split_across_reads_is_one_line_end() {
         let events = decode_all(&[b"data: a\r", b"\n", b"\r", b"\ndata: b\n\n"]);
         assert_eq!(data(&events), ["a", "b"]);
+    }
+
+    #[test]
+    fn an_empty_read_between_cr_and_lf_changes_nothing() {
+        let events = decode_all(&[b"data: a\r", b"", b"\ndata: b\r\n\r\n"]);
+        assert_eq!(
+            events,
+            [SseEvent {
+                event: String::new(),
+                data: "a\nb".into(),
+                id: None,
+            }]
+        );
     }
 
     #[test]
