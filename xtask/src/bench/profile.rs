@@ -271,26 +271,16 @@ fn area_of(dso: &str, symbol: &str) -> &'static str {
 
 /// Self time per area of `data`, as µs of CPU per request at `rps` over `secs`.
 fn breakdown(data: &Path, rps: f64, secs: u64) -> anyhow::Result<Breakdown> {
-    let out = Command::new("timeout")
-        .arg("600")
-        .arg("perf")
-        .arg("report")
-        .arg("-i")
-        .arg(data)
-        .args([
-            "--stdio",
-            "-g",
-            "none",
+    let text = perf_report(
+        data,
+        &[
             "--no-children",
             "--sort",
             "dso,symbol",
             "--percent-limit",
             "0",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .context("cannot run perf report")?;
-    let text = String::from_utf8_lossy(&out.stdout);
+        ],
+    )?;
     let event_ns: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("# Event count (approx.):"))
@@ -429,7 +419,8 @@ fn short(path: &str) -> String {
         .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-fn report(data: &Path, extra: &[&str], lines: usize) -> anyhow::Result<String> {
+/// The text of `perf report --stdio -g none` over `data`, with `extra` options.
+fn perf_report(data: &Path, extra: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("timeout")
         .arg("600")
         .arg("perf")
@@ -441,7 +432,11 @@ fn report(data: &Path, extra: &[&str], lines: usize) -> anyhow::Result<String> {
         .stderr(Stdio::null())
         .output()
         .context("cannot run perf report")?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn report(data: &Path, extra: &[&str], lines: usize) -> anyhow::Result<String> {
+    let text = perf_report(data, extra)?;
     Ok(text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.contains("(inlined)"))
