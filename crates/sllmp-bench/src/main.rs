@@ -2,7 +2,7 @@
 //! the load benchmark (`cargo xtask bench`).
 //!
 //! ```text
-//! sllmp-bench-proxy --config FILE --listen ADDR --log-file PATH
+//! sllmp-bench-proxy --config FILE --listen ADDR --log-file PATH [--workers N]
 //! ```
 //!
 //! The pipeline: validation (always first), the configuration's middleware (feature
@@ -12,6 +12,7 @@
 //! until SIGTERM or Ctrl-C, then logs the totals its middleware counted.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,18 +28,21 @@ use sllmp_bench::{Totals, production_hooks};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: sllmp-bench-proxy --config FILE --listen ADDR --log-file PATH";
+const USAGE: &str =
+    "usage: sllmp-bench-proxy --config FILE --listen ADDR --log-file PATH [--workers N]";
 
 struct Args {
     config: PathBuf,
     listen: SocketAddr,
     log_file: PathBuf,
+    workers: Option<NonZeroUsize>,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut config = None;
     let mut listen = None;
     let mut log_file = None;
+    let mut workers = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || {
@@ -55,6 +59,13 @@ fn parse_args() -> anyhow::Result<Args> {
                 );
             }
             "--log-file" => log_file = Some(PathBuf::from(value()?)),
+            "--workers" => {
+                let text = value()?;
+                workers = Some(
+                    text.parse()
+                        .with_context(|| format!("invalid --workers `{text}`: a number from 1"))?,
+                );
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -66,16 +77,14 @@ fn parse_args() -> anyhow::Result<Args> {
         config: config.context(USAGE)?,
         listen: listen.context(USAGE)?,
         log_file: log_file.context(USAGE)?,
+        workers,
     })
 }
 
 fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let args = parse_args()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = sllmp::server::runtime(args.workers).context("cannot start the async runtime")?;
     runtime.block_on(serve(args, started))
 }
 

@@ -27,6 +27,7 @@
 mod error;
 mod request_id;
 mod routes;
+mod runtime;
 mod serve;
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use sllmp_pipeline::{PipelineFactory, Settings};
 pub use axum;
 pub use error::ApiError;
 pub use request_id::{RequestId, X_REQUEST_ID};
+pub use runtime::runtime;
 pub use serve::{bind, shutdown_signal};
 
 /// Server settings.

@@ -59,6 +59,10 @@ struct ServeArgs {
     /// Seconds in-flight requests may run after SIGTERM or Ctrl-C.
     #[arg(long, default_value_t = 30)]
     shutdown_grace: u64,
+    /// Threads serving requests (default: one per core). With 1, a single-threaded runtime:
+    /// the least CPU per request, for small machines and one-core containers.
+    #[arg(long, env = "SLLMP_WORKERS")]
+    workers: Option<std::num::NonZeroUsize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,10 +83,8 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
+            let runtime =
+                sllmp::server::runtime(args.workers).context("cannot start the async runtime")?;
             runtime.block_on(serve(args))
         }
     }

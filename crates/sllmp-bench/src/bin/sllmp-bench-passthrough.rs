@@ -1,7 +1,7 @@
 //! `sllmp-bench-passthrough`: the floor of SLLMP's HTTP stack, for the benchmark's profile.
 //!
 //! ```text
-//! sllmp-bench-passthrough --upstream http://127.0.0.1:9000 --listen ADDR
+//! sllmp-bench-passthrough --upstream http://127.0.0.1:9000 --listen ADDR [--workers N]
 //! ```
 //!
 //! The same axum server (TCP_NODELAY) and the same pooled reqwest client
@@ -27,7 +27,8 @@ use sllmp::server::axum::routing::{get, post};
 use sllmp::server::axum::serve::ListenerExt;
 use sllmp::server::axum::{self, Router};
 
-const USAGE: &str = "usage: sllmp-bench-passthrough --upstream http://HOST:PORT --listen ADDR";
+const USAGE: &str =
+    "usage: sllmp-bench-passthrough --upstream http://HOST:PORT --listen ADDR [--workers N]";
 
 struct App {
     client: HttpClient,
@@ -37,39 +38,38 @@ struct App {
 fn main() -> anyhow::Result<()> {
     let mut upstream = None;
     let mut listen: Option<SocketAddr> = None;
+    let mut workers = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--upstream" => upstream = args.next(),
             "--listen" => listen = args.next().map(|a| a.parse()).transpose()?,
+            "--workers" => workers = args.next().map(|a| a.parse()).transpose()?,
             other => bail!("unknown argument `{other}`\n{USAGE}"),
         }
     }
     let upstream = upstream.context(USAGE)?;
     let listen = listen.context(USAGE)?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(async move {
-            let app = Arc::new(App {
-                client: http_client(&HttpSettings::default()),
-                url: format!("{}/v1/chat/completions", upstream.trim_end_matches('/')),
-            });
-            let router = Router::new()
-                .route("/health", get(|| async { "ok" }))
-                .route("/v1/chat/completions", post(forward))
-                .with_state(app);
-            let listener = tokio::net::TcpListener::bind(listen).await?;
-            println!(
-                "sllmp-bench-passthrough listening on http://{}",
-                listener.local_addr()?
-            );
-            let listener = listener.tap_io(|stream| {
-                let _ = stream.set_nodelay(true);
-            });
-            axum::serve(listener, router).await?;
-            Ok(())
-        })
+    sllmp::server::runtime(workers)?.block_on(async move {
+        let app = Arc::new(App {
+            client: http_client(&HttpSettings::default()),
+            url: format!("{}/v1/chat/completions", upstream.trim_end_matches('/')),
+        });
+        let router = Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .route("/v1/chat/completions", post(forward))
+            .with_state(app);
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        println!(
+            "sllmp-bench-passthrough listening on http://{}",
+            listener.local_addr()?
+        );
+        let listener = listener.tap_io(|stream| {
+            let _ = stream.set_nodelay(true);
+        });
+        axum::serve(listener, router).await?;
+        Ok(())
+    })
 }
 
 async fn forward(State(app): State<Arc<App>>, body: Bytes) -> Response {
