@@ -18,9 +18,11 @@
 //! ```
 
 mod batch_writer;
+mod line_format;
 mod logging;
 
 pub use batch_writer::{BatchWriter, BatchWriterGuard};
+pub use line_format::LineFormat;
 pub use logging::{LogFormat, LogGuard, init_logging};
 use sllmp_pipeline::{Ctx, Middleware, Outcome};
 

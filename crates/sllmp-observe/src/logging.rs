@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::{BatchWriter, BatchWriterGuard};
+use crate::{BatchWriter, BatchWriterGuard, LineFormat};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,7 +42,7 @@ pub fn init_logging(file: Option<&Path>, format: LogFormat) -> std::io::Result<L
         .with_ansi(ansi)
         .with_writer(move || writer.clone());
     match format {
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.event_format(LineFormat).init(),
         LogFormat::Json => builder.json().init(),
     }
     Ok(LogGuard { _guard: guard })
