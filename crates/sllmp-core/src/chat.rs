@@ -1,12 +1,14 @@
 //! OpenAI chat-completion wire types: request, response and stream chunk.
 //!
-//! Every struct keeps the fields it does not model in `extra` (`#[serde(flatten)]`), and
+//! Every struct keeps the fields it does not model in `extra` (read in one pass by a
+//! hand-written visitor, written with `#[serde(flatten)]`), and
 //! open-ended values (roles, finish reasons, tool types) are plain strings, so nothing a
 //! client or a provider sends is lost on the way through.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use crate::open_struct::open_struct;
 use crate::{Error, JsonMap};
 
 /// A `POST /v1/chat/completions` request body.
@@ -14,48 +16,46 @@ use crate::{Error, JsonMap};
 /// `model` and `messages` default to empty so that a missing field reaches the validation
 /// middleware, which reports it with the right `param`; wrongly typed fields are rejected by
 /// [`ChatRequest::from_slice`] with the JSON path of the field.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatRequest {
     /// The model, written `provider:model` when it reaches the proxy (`openai:gpt-4o`),
     /// and the provider's own name (`gpt-4o`) when it reaches a provider.
-    #[serde(default)]
     pub model: String,
     /// The conversation.
-    #[serde(default)]
     pub messages: Vec<Message>,
     /// Whether to answer as a server-sent-event stream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     /// Streaming options (`include_usage`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
     /// Sampling temperature, 0 to 2.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// Nucleus sampling, 0 to 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     /// Number of choices, at least 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<i64>,
     /// Maximum tokens to generate (legacy name), at least 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<i64>,
     /// Maximum tokens to generate, reasoning included, at least 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<i64>,
     /// Presence penalty, -2 to 2.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f64>,
     /// Frequency penalty, -2 to 2.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub frequency_penalty: Option<f64>,
     /// The end user's id, as OpenAI defines it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Client metadata for the proxy (feature selection, limit dimensions, logs).
     /// It is **not** forwarded to providers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<JsonMap>,
     /// Every other field, forwarded to the provider untouched.
     #[serde(flatten)]
@@ -141,10 +141,10 @@ fn strip_position(message: &str) -> String {
 }
 
 /// `stream_options` of a request.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StreamOptions {
     /// Ask for a final chunk with empty `choices` carrying the usage of the whole stream.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
     /// Every other option.
     #[serde(flatten)]
@@ -152,23 +152,20 @@ pub struct StreamOptions {
 }
 
 /// One message of a conversation, or the message of a response choice.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(expecting = "a message object")]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Message {
     /// `system`, `developer`, `user`, `assistant`, `tool`, …
-    #[serde(default)]
     pub role: String,
     /// A string, an array of content parts, or null. Always written out (as `null` when absent).
-    #[serde(default, deserialize_with = "null_as_none")]
     pub content: Option<Value>,
     /// An optional participant name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Tool calls made by an assistant message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
     /// The call a `tool` message answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
     /// Every other field (`refusal`, `audio`, `annotations`, …).
     #[serde(flatten)]
@@ -199,24 +196,28 @@ impl Message {
     }
 }
 
-fn null_as_none<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Value>, D::Error> {
-    Ok(match Value::deserialize(de)? {
-        Value::Null => None,
-        other => Some(other),
-    })
+/// A message's `content`: `null` and absent are the same.
+struct NullAsNone(Option<Value>);
+
+impl<'de> Deserialize<'de> for NullAsNone {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        Ok(NullAsNone(match Value::deserialize(de)? {
+            Value::Null => None,
+            other => Some(other),
+        }))
+    }
 }
 
 /// A tool call of an assistant message.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ToolCall {
     /// The call id, echoed by the `tool` message that answers it.
-    #[serde(default)]
     pub id: String,
     /// `function`, or another tool type.
-    #[serde(rename = "type", default = "function_type")]
+    #[serde(rename = "type")]
     pub kind: String,
     /// The function called, for `function` tool calls.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub function: Option<FunctionCall>,
     /// Every other field.
     #[serde(flatten)]
@@ -228,13 +229,11 @@ fn function_type() -> String {
 }
 
 /// The function and JSON-encoded arguments of a tool call.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FunctionCall {
     /// The function's name.
-    #[serde(default)]
     pub name: String,
     /// The arguments, a JSON document encoded as a string.
-    #[serde(default)]
     pub arguments: String,
     /// Every other field.
     #[serde(flatten)]
@@ -242,16 +241,13 @@ pub struct FunctionCall {
 }
 
 /// Token usage of a completion.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Usage {
     /// Tokens in the prompt.
-    #[serde(default)]
     pub prompt_tokens: u64,
     /// Tokens generated.
-    #[serde(default)]
     pub completion_tokens: u64,
     /// Their sum.
-    #[serde(default)]
     pub total_tokens: u64,
     /// Details (`prompt_tokens_details`, `completion_tokens_details`, …).
     #[serde(flatten)]
@@ -271,25 +267,20 @@ impl Usage {
 }
 
 /// A non-streamed chat completion.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatCompletion {
     /// The completion id.
-    #[serde(default)]
     pub id: String,
     /// Always `chat.completion`.
-    #[serde(default = "completion_object")]
     pub object: String,
     /// Unix seconds.
-    #[serde(default)]
     pub created: u64,
     /// The model that answered, as the provider names it.
-    #[serde(default)]
     pub model: String,
     /// The choices.
-    #[serde(default)]
     pub choices: Vec<Choice>,
     /// Token usage.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     /// Every other field (`system_fingerprint`, `service_tier`, …).
     #[serde(flatten)]
@@ -301,16 +292,13 @@ fn completion_object() -> String {
 }
 
 /// One choice of a completion.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Choice {
     /// The choice's index.
-    #[serde(default)]
     pub index: u32,
     /// The generated message.
-    #[serde(default)]
     pub message: Message,
     /// Why generation stopped: `stop`, `length`, `tool_calls`, `content_filter`, … Always written.
-    #[serde(default)]
     pub finish_reason: Option<String>,
     /// Every other field (`logprobs`, …).
     #[serde(flatten)]
@@ -318,30 +306,21 @@ pub struct Choice {
 }
 
 /// One chunk of a streamed completion.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChatChunk {
     /// The completion id, the same in every chunk.
-    #[serde(default)]
     pub id: String,
     /// Always `chat.completion.chunk`.
-    #[serde(default = "chunk_object")]
     pub object: String,
     /// Unix seconds.
-    #[serde(default)]
     pub created: u64,
     /// The model that answers.
-    #[serde(default)]
     pub model: String,
     /// The choice deltas; empty in the final usage chunk.
-    #[serde(default)]
     pub choices: Vec<ChunkChoice>,
     /// `None`: no `usage` field; `Some(None)`: `"usage": null` (what OpenAI sends on every
     /// chunk but the last when usage was asked for); `Some(Some(_))`: the usage.
-    #[serde(
-        default,
-        deserialize_with = "present_or_null",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Option<Usage>>,
     /// Every other field (`system_fingerprint`, `service_tier`, …).
     #[serde(flatten)]
@@ -352,8 +331,13 @@ fn chunk_object() -> String {
     "chat.completion.chunk".to_string()
 }
 
-fn present_or_null<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Option<Usage>>, D::Error> {
-    Option::<Usage>::deserialize(de).map(Some)
+/// A chunk's `usage` when the key is present: `null` is `Some(None)`.
+struct PresentOrNull(Option<Option<Usage>>);
+
+impl<'de> Deserialize<'de> for PresentOrNull {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        Option::<Usage>::deserialize(de).map(|usage| PresentOrNull(Some(usage)))
+    }
 }
 
 impl ChatChunk {
@@ -364,16 +348,13 @@ impl ChatChunk {
 }
 
 /// One choice's delta in a chunk.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChunkChoice {
     /// The choice's index.
-    #[serde(default)]
     pub index: u32,
     /// What this chunk adds.
-    #[serde(default)]
     pub delta: Delta,
     /// Set on the choice's last chunk. Always written (`null` before that).
-    #[serde(default)]
     pub finish_reason: Option<String>,
     /// Every other field (`logprobs`, …).
     #[serde(flatten)]
@@ -381,16 +362,16 @@ pub struct ChunkChoice {
 }
 
 /// The incremental part of a chunk's choice.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Delta {
     /// Present in the first chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// A piece of the content.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     /// Pieces of tool calls, keyed by `index`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     /// Every other field (`refusal`, `reasoning_content`, …).
     #[serde(flatten)]
@@ -398,19 +379,18 @@ pub struct Delta {
 }
 
 /// A piece of a tool call in a stream.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ToolCallDelta {
     /// Which tool call of the choice this piece belongs to.
-    #[serde(default)]
     pub index: u32,
     /// The call id, in the call's first piece.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// The tool type, in the call's first piece.
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// The function name and a piece of the arguments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub function: Option<FunctionCallDelta>,
     /// Every other field.
     #[serde(flatten)]
@@ -418,18 +398,99 @@ pub struct ToolCallDelta {
 }
 
 /// A piece of a function call in a stream.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FunctionCallDelta {
     /// The function name, in the call's first piece.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// A piece of the JSON-encoded arguments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<String>,
     /// Every other field.
     #[serde(flatten)]
     pub extra: JsonMap,
 }
+
+open_struct!(ChatRequest, expecting "struct ChatRequest", init ChatRequest::default(), {
+    "model" => model,
+    "messages" => messages,
+    "stream" => stream,
+    "stream_options" => stream_options,
+    "temperature" => temperature,
+    "top_p" => top_p,
+    "n" => n,
+    "max_tokens" => max_tokens,
+    "max_completion_tokens" => max_completion_tokens,
+    "presence_penalty" => presence_penalty,
+    "frequency_penalty" => frequency_penalty,
+    "user" => user,
+    "metadata" => metadata,
+});
+open_struct!(StreamOptions, expecting "struct StreamOptions", init StreamOptions::default(), {
+    "include_usage" => include_usage,
+});
+open_struct!(Message, expecting "a message object", init Message::default(), {
+    "role" => role,
+    "content" => content via NullAsNone,
+    "name" => name,
+    "tool_calls" => tool_calls,
+    "tool_call_id" => tool_call_id,
+});
+open_struct!(ToolCall, expecting "struct ToolCall", init ToolCall { kind: function_type(), ..ToolCall::default() }, {
+    "id" => id,
+    "type" => kind,
+    "function" => function,
+});
+open_struct!(FunctionCall, expecting "struct FunctionCall", init FunctionCall::default(), {
+    "name" => name,
+    "arguments" => arguments,
+});
+open_struct!(Usage, expecting "struct Usage", init Usage::default(), {
+    "prompt_tokens" => prompt_tokens,
+    "completion_tokens" => completion_tokens,
+    "total_tokens" => total_tokens,
+});
+open_struct!(ChatCompletion, expecting "struct ChatCompletion", init ChatCompletion { object: completion_object(), ..ChatCompletion::default() }, {
+    "id" => id,
+    "object" => object,
+    "created" => created,
+    "model" => model,
+    "choices" => choices,
+    "usage" => usage,
+});
+open_struct!(Choice, expecting "struct Choice", init Choice::default(), {
+    "index" => index,
+    "message" => message,
+    "finish_reason" => finish_reason,
+});
+open_struct!(ChatChunk, expecting "struct ChatChunk", init ChatChunk { object: chunk_object(), ..ChatChunk::default() }, {
+    "id" => id,
+    "object" => object,
+    "created" => created,
+    "model" => model,
+    "choices" => choices,
+    "usage" => usage via PresentOrNull,
+});
+open_struct!(ChunkChoice, expecting "struct ChunkChoice", init ChunkChoice::default(), {
+    "index" => index,
+    "delta" => delta,
+    "finish_reason" => finish_reason,
+});
+open_struct!(Delta, expecting "struct Delta", init Delta::default(), {
+    "role" => role,
+    "content" => content,
+    "tool_calls" => tool_calls,
+});
+open_struct!(ToolCallDelta, expecting "struct ToolCallDelta", init ToolCallDelta::default(), {
+    "index" => index,
+    "id" => id,
+    "type" => kind,
+    "function" => function,
+});
+open_struct!(FunctionCallDelta, expecting "struct FunctionCallDelta", init FunctionCallDelta::default(), {
+    "name" => name,
+    "arguments" => arguments,
+});
 
 #[cfg(test)]
 mod tests;

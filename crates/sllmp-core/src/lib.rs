@@ -24,6 +24,7 @@
 mod assemble;
 mod chat;
 mod error;
+mod open_struct;
 mod provider;
 mod secret;
 

@@ -89,3 +89,37 @@ fn openai_chunks_round_trip_byte_for_byte() {
         serde_json::from_str::<serde_json::Value>(raw).unwrap()
     );
 }
+
+#[test]
+fn escaped_keys_are_matched_and_kept() {
+    // `\u006dodel` is `model` written with an escape: serde_json hands it over as an owned
+    // string rather than a slice of the input; both must be recognised.
+    let body = br#"{"\u006dodel":"openai:gpt-4o","messages":[],"x\"y":1,"zeta":2,"alpha":3}"#;
+    let req = ChatRequest::from_slice(body).unwrap();
+    assert_eq!(req.model, "openai:gpt-4o");
+    let keys: Vec<&str> = req.extra.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["x\"y", "zeta", "alpha"], "unknown keys keep their order");
+}
+
+#[test]
+fn missing_fields_take_their_defaults() {
+    let call: ToolCall = serde_json::from_str(r#"{"id":"call_1"}"#).unwrap();
+    assert_eq!(call.kind, "function");
+    let completion: ChatCompletion = serde_json::from_str("{}").unwrap();
+    assert_eq!(completion.object, "chat.completion");
+    let chunk: ChatChunk = serde_json::from_str("{}").unwrap();
+    assert_eq!(chunk.object, "chat.completion.chunk");
+    let message: Message = serde_json::from_str(r#"{"role":"assistant","content":null}"#).unwrap();
+    assert_eq!(message.content, None);
+    let json = serde_json::to_string(&message).unwrap();
+    assert_eq!(json, r#"{"role":"assistant","content":null}"#);
+}
+
+#[test]
+fn a_wrongly_typed_nested_field_names_its_path() {
+    let err = ChatRequest::from_slice(
+        br#"{"model":"m","messages":[{"role":"user","content":"hi","tool_calls":[{"function":{"name":7}}]}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(err.param(), Some("messages[0].tool_calls[0].function.name"));
+}
