@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sllmp::providers::{OpenAi, OpenAiConfig, http_client};
+use sllmp::providers::{HttpSettings, OpenAi, OpenAiConfig, http_client};
 use sllmp::{Pipeline, ProviderRegistry, Retry, Secret, Server};
 use sllmp_integration::{TestServer, stable, upstream_providers};
 use sllmp_test_support::{Frame, MockUpstream, Reply};
@@ -57,6 +57,11 @@ async fn forwards_the_request_with_unknown_fields_and_without_metadata() {
         seen[0].header("authorization"),
         Some("Bearer sk-upstream-secret-key")
     );
+    assert_eq!(
+        seen[0].header("user-agent"),
+        Some(concat!("sllmp/", env!("CARGO_PKG_VERSION")))
+    );
+    assert_eq!(seen[0].header("content-type"), Some("application/json"));
     assert_eq!(
         seen[0].body,
         json!({
@@ -288,6 +293,70 @@ async fn a_silent_upstream_is_a_timeout() {
     assert_eq!(answer.status, 504);
     assert_eq!(answer.json()["error"]["type"], "timeout_error");
     assert_eq!(answer.json()["error"]["code"], "provider_timeout");
+}
+
+#[tokio::test]
+async fn a_stream_that_goes_silent_ends_with_a_timeout_error() {
+    let upstream = MockUpstream::start().await;
+    let client = http_client(&HttpSettings {
+        read_timeout: Duration::from_millis(200),
+        ..HttpSettings::default()
+    });
+    let providers = ProviderRegistry::new().with(OpenAi::new(
+        "openai",
+        OpenAiConfig {
+            api_base: upstream.base_url(),
+            ..OpenAiConfig::default()
+        },
+        client,
+    ));
+    let server = TestServer::start(Server::new(providers)).await;
+    let mut request = body();
+    request["stream"] = json!(true);
+    // The role chunk and the first content chunk come at once, then nothing for a second.
+    request["mock"] = json!({"chunks": 3, "chunk_interval_ms": 1000});
+    let answer = server.chat(&request).await;
+    assert_eq!(answer.status, 200);
+    let frames = answer.sse_data();
+    insta::assert_snapshot!(stable(frames.last().unwrap()), @r#"{"error":{"message":"openai timed out: no answer within the timeout","type":"timeout_error","param":null,"code":"provider_timeout","request_id":"[request_id]"}}"#);
+    assert_eq!(
+        frames.len(),
+        1 + 1 + 1,
+        "role chunk, first content chunk, the error"
+    );
+}
+
+#[tokio::test]
+async fn an_https_upstream_is_called_over_tls() {
+    // The mock speaks plain HTTP: a TLS handshake with it fails, which shows the client
+    // starts one for an https:// api_base, and that the failure is reported as such.
+    let upstream = MockUpstream::start().await;
+    let api_base = upstream.base_url().replace("http://", "https://");
+    let providers = ProviderRegistry::new().with(OpenAi::new(
+        "openai",
+        OpenAiConfig {
+            api_base,
+            ..OpenAiConfig::default()
+        },
+        http_client(&HttpSettings::default()),
+    ));
+    let server = TestServer::start(Server::new(providers)).await;
+    let answer = server.chat(&body()).await;
+    assert_eq!(answer.status, 502, "{}", answer.body);
+    assert_eq!(answer.json()["error"]["code"], "provider_unreachable");
+    let message = answer.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.starts_with("openai could not be reached: connection failed: ")
+            && message.contains("InvalidContentType"),
+        "{message}"
+    );
+    assert!(
+        upstream.requests().is_empty(),
+        "no plain-HTTP request was made"
+    );
 }
 
 #[tokio::test]

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
+use http::StatusCode;
+use http::header::HeaderMap;
 use serde_json::Value;
 use sllmp_core::{Error, ErrorKind, Secret};
+
+use crate::client::{HttpClient, TransportError, TransportErrorKind};
 
 /// Connection settings of the shared client.
 #[derive(Debug, Clone)]
@@ -36,24 +38,10 @@ impl Default for HttpSettings {
     }
 }
 
-/// Builds the connection-pooled client providers share. Build it once and clone it: a
-/// clone shares the pool.
-pub fn http_client(settings: &HttpSettings) -> reqwest::Client {
-    let builder = reqwest::Client::builder();
-    let builder = if settings.http2 {
-        builder
-    } else {
-        builder.http1_only()
-    };
-    builder
-        .connect_timeout(settings.connect_timeout)
-        .read_timeout(settings.read_timeout)
-        .pool_idle_timeout(settings.pool_idle_timeout)
-        .tcp_nodelay(true)
-        .tcp_keepalive(Duration::from_secs(30))
-        .user_agent(concat!("sllmp/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the HTTP client settings are valid")
+/// Builds the connection-pooled client providers share ([`HttpClient::new`]). Build it
+/// once and clone it: a clone shares the pool.
+pub fn http_client(settings: &HttpSettings) -> HttpClient {
+    HttpClient::new(settings)
 }
 
 /// The error for an upstream answer with a non-success `status`.
@@ -101,17 +89,14 @@ pub fn status_error(
 }
 
 /// The error for a transport failure talking to `provider`.
-pub fn transport_error(provider: &str, err: reqwest::Error) -> Error {
-    let (kind, what) = if err.is_timeout() {
-        (ErrorKind::ProviderTimeout, "timed out")
-    } else if err.is_connect() {
-        (ErrorKind::ProviderUnreachable, "could not be reached")
-    } else if err.is_decode() || err.is_body() {
-        (ErrorKind::ProviderUnreachable, "broke off its answer")
-    } else {
-        (ErrorKind::ProviderUnreachable, "failed")
+pub fn transport_error(provider: &str, err: TransportError) -> Error {
+    let (kind, what) = match err.kind() {
+        TransportErrorKind::Timeout => (ErrorKind::ProviderTimeout, "timed out"),
+        TransportErrorKind::Connect => (ErrorKind::ProviderUnreachable, "could not be reached"),
+        TransportErrorKind::Body => (ErrorKind::ProviderUnreachable, "broke off its answer"),
+        TransportErrorKind::Request => (ErrorKind::ProviderUnreachable, "failed"),
     };
-    // reqwest's message names the URL but never a header, so it is safe to keep as source.
+    // hyper's messages name neither a URL nor a header: safe to keep as the source.
     Error::new(kind, format!("{provider} {what}: {}", error_chain(&err)))
         .with_provider(provider)
         .with_source(err)
@@ -183,7 +168,7 @@ impl UpstreamError {
 
 #[cfg(test)]
 mod tests {
-    use reqwest::header::HeaderValue;
+    use http::header::HeaderValue;
 
     use super::*;
 

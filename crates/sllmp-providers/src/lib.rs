@@ -15,6 +15,7 @@
 //! assert_eq!(registry.names().collect::<Vec<_>>(), ["mock", "openai"]);
 //! ```
 
+mod client;
 mod http;
 mod mock;
 mod openai;
@@ -22,13 +23,11 @@ pub mod sse;
 
 use std::sync::Arc;
 
+pub use client::{BodyStream, HttpClient, HttpResponse, TransportError, TransportErrorKind};
 pub use http::{HttpSettings, http_client, retry_after, status_error, transport_error};
 pub use mock::Mock;
 pub use openai::{DEFAULT_API_BASE, OpenAi, OpenAiConfig};
 use sllmp_core::{JsonMap, Provider, Secret};
-
-/// The shared, connection-pooled HTTP client (a `reqwest::Client`; clones share the pool).
-pub type HttpClient = reqwest::Client;
 
 /// The provider types SLLMP can build from configuration.
 pub const PROVIDER_TYPES: &[&str] = &["mock", "openai"];
@@ -40,7 +39,7 @@ pub fn build(
     kind: &str,
     options: &JsonMap,
     api_key: Option<Secret>,
-    client: &reqwest::Client,
+    client: &HttpClient,
 ) -> Result<Arc<dyn Provider>, String> {
     match kind {
         "openai" => {

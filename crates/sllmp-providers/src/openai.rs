@@ -2,14 +2,17 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use http::Uri;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use sllmp_core::{
     ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Error, ErrorKind, JsonMap, Provider,
     Secret,
 };
 
+use crate::client::{HttpClient, HttpResponse};
 use crate::http::{status_error, transport_error};
 use crate::sse::SseStream;
 
@@ -68,9 +71,8 @@ impl OpenAiConfig {
             match key.as_str() {
                 "api_base" | "base_url" => {
                     let base = string()?;
-                    match reqwest::Url::parse(&base) {
-                        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                        _ => return Err(format!("{key}: \"{base}\" is not an http(s) URL")),
+                    if http_uri(&base).is_none() {
+                        return Err(format!("{key}: \"{base}\" is not an http(s) URL"));
                     }
                     config.api_base = base;
                 }
@@ -114,19 +116,19 @@ impl OpenAiConfig {
 pub struct OpenAi {
     name: String,
     url: String,
-    /// `url`, parsed once rather than on every call.
-    parsed_url: Option<reqwest::Url>,
+    /// `url`, parsed once rather than on every call; `None` if it is not an http(s) URL.
+    uri: Option<Uri>,
     key: Option<Secret>,
     /// Headers sent with every call; marked sensitive so they never print.
     headers: HeaderMap,
     timeout: Duration,
-    client: reqwest::Client,
+    client: HttpClient,
 }
 
 impl OpenAi {
     /// A provider called `name`, sending through `client` (share one client between all
     /// providers: it holds the connection pool).
-    pub fn new(name: impl Into<String>, config: OpenAiConfig, client: reqwest::Client) -> OpenAi {
+    pub fn new(name: impl Into<String>, config: OpenAiConfig, client: HttpClient) -> OpenAi {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(key) = &config.api_key
@@ -154,7 +156,7 @@ impl OpenAi {
         let url = format!("{}/chat/completions", config.api_base.trim_end_matches('/'));
         OpenAi {
             name: name.into(),
-            parsed_url: reqwest::Url::parse(&url).ok(),
+            uri: http_uri(&url),
             url,
             key: config.api_key.filter(|k| !k.is_empty()),
             headers,
@@ -168,7 +170,7 @@ impl OpenAi {
         &self.url
     }
 
-    async fn send(&self, req: &ChatRequest, stream: bool) -> Result<reqwest::Response, Error> {
+    async fn send(&self, req: &ChatRequest, stream: bool) -> Result<HttpResponse, Error> {
         if self.key.is_none() && self.url.starts_with(DEFAULT_API_BASE) {
             return Err(Error::new(
                 ErrorKind::ProviderAuthentication,
@@ -179,20 +181,22 @@ impl OpenAi {
             )
             .with_provider(&self.name));
         }
+        let Some(uri) = self.uri.clone() else {
+            return Err(Error::new(
+                ErrorKind::ProviderUnreachable,
+                format!(
+                    "provider '{}' has an invalid api_base: \"{}\" is not an http(s) URL",
+                    self.name, self.url
+                ),
+            )
+            .with_provider(&self.name));
+        };
         let body = serde_json::to_vec(req)
             .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?;
-        let mut call = match &self.parsed_url {
-            Some(url) => self.client.post(url.clone()),
-            // An unparsable api_base: let reqwest report it as the request's error.
-            None => self.client.post(&self.url),
-        }
-        .headers(self.headers.clone())
-        .body(body);
-        if !stream {
-            call = call.timeout(self.timeout);
-        }
-        let response = call
-            .send()
+        let timeout = (!stream).then_some(self.timeout);
+        let response = self
+            .client
+            .post(uri, self.headers.clone(), Bytes::from(body), timeout)
             .await
             .map_err(|e| transport_error(&self.name, e))?;
         if response.status().is_success() {
@@ -253,7 +257,7 @@ impl Provider for OpenAi {
             return Ok(futures_util::stream::iter(chunks.into_iter().map(Ok)).boxed());
         }
         let name = self.name.clone();
-        let events = SseStream::new(response.bytes_stream());
+        let events = SseStream::new(response.into_stream());
         let chunks = events
             .map(move |event| -> Option<Result<ChatChunk, Error>> {
                 let event = match event {
@@ -270,6 +274,13 @@ impl Provider for OpenAi {
             .filter_map(std::future::ready);
         Ok(chunks.boxed())
     }
+}
+
+/// `text` as a URI if it is an absolute http(s) URL.
+fn http_uri(text: &str) -> Option<Uri> {
+    let uri: Uri = text.parse().ok()?;
+    let http = matches!(uri.scheme_str(), Some("http" | "https"));
+    (http && uri.authority().is_some()).then_some(uri)
 }
 
 /// One `data:` payload: a chunk, or the error object OpenAI sends mid-stream.
@@ -328,7 +339,7 @@ mod tests {
                 api_key: Some(Secret::new("sk-very-secret")),
                 ..OpenAiConfig::default()
             },
-            reqwest::Client::new(),
+            HttpClient::new(&crate::HttpSettings::default()),
         );
         let debug = format!("{provider:?}");
         assert!(!debug.contains("sk-very-secret"), "{debug}");

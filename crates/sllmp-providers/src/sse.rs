@@ -139,7 +139,7 @@ impl SseDecoder {
     }
 }
 
-/// Events decoded from a stream of byte chunks (such as `reqwest::Response::bytes_stream`).
+/// Events decoded from a stream of byte chunks (such as [`HttpResponse::into_stream`](crate::HttpResponse::into_stream)).
 pub struct SseStream<S> {
     inner: S,
     decoder: SseDecoder,

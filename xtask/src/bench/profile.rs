@@ -31,22 +31,18 @@ pub(crate) struct Profile {
 }
 
 /// Areas of interest: a label and the frame whose inclusive time measures it.
-const AREAS: [(&str, &str); 14] = [
+const AREAS: [(&str, &str); 13] = [
     (
         "pipeline task (`Driver::drive`, includes the provider call)",
         "sllmp_pipeline::pipeline::Driver::drive",
     ),
     (
-        "provider call (`OpenAi::chat`: encode, reqwest, decode)",
+        "provider call (`OpenAi::chat`: encode, HTTP client, decode)",
         "<sllmp_providers::openai::OpenAi as sllmp_core::provider::Provider>::chat",
     ),
     (
-        "reqwest `Client::execute_request` (request building, URL, tower layers)",
-        "reqwest::async_impl::client::Client::execute_request",
-    ),
-    (
-        "URL parsing (`url::Parser::parse_url`, once per upstream request)",
-        "url::parser::Parser::parse_url",
+        "upstream request (hyper-util's pooled `Client::send_request`)",
+        "hyper_util::client::legacy::client::Client<C,B>::send_request",
     ),
     (
         "request parse (`ChatRequest::from_slice`, serde_path_to_error)",
@@ -243,7 +239,7 @@ fn area_of(dso: &str, symbol: &str) -> &'static str {
             "libc, other"
         };
     }
-    const CRATES: [(&str, &str); 15] = [
+    const CRATES: [(&str, &str); 12] = [
         ("drop_in_place", "drops (destructors)"),
         (
             "serde_path_to_error",
@@ -254,12 +250,9 @@ fn area_of(dso: &str, symbol: &str) -> &'static str {
         ("serde::", "serde / serde_json (parse, serialize)"),
         ("tracing", "tracing (request log)"),
         ("sllmp", "sllmp crates (pipeline, server, providers)"),
-        ("reqwest", "reqwest"),
         ("hyper", "hyper (HTTP/1 server and client)"),
         ("tower", "tower / tower-http"),
         ("axum", "axum"),
-        ("url::", "url / idna (URL parsing)"),
-        ("idna", "url / idna (URL parsing)"),
         ("tokio", "tokio (scheduler, I/O driver, channels)"),
         ("uuid", "uuid (request ids)"),
     ];

@@ -4,7 +4,7 @@
 //! sllmp-bench-passthrough --upstream http://127.0.0.1:9000 --listen ADDR [--workers N]
 //! ```
 //!
-//! The same axum server (TCP_NODELAY) and the same pooled reqwest client
+//! The same axum server (TCP_NODELAY) and the same pooled HTTP client
 //! (`sllmp::providers::http_client`) as SLLMP, on the same tokio runtime, but it forwards
 //! `POST /v1/chat/completions` bytes to the upstream untouched and streams the answer back:
 //! no parsing, no pipeline, no spawned task, no logging. The gap between it and nginx is
@@ -21,7 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sllmp::providers::{HttpClient, HttpSettings, http_client};
 use sllmp::server::axum::body::{Body, Bytes};
 use sllmp::server::axum::extract::State;
-use sllmp::server::axum::http::{HeaderValue, StatusCode, header};
+use sllmp::server::axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use sllmp::server::axum::response::{IntoResponse, Response};
 use sllmp::server::axum::routing::{get, post};
 use sllmp::server::axum::serve::ListenerExt;
@@ -32,7 +32,7 @@ const USAGE: &str =
 
 struct App {
     client: HttpClient,
-    url: String,
+    uri: Uri,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     sllmp::server::runtime(workers)?.block_on(async move {
         let app = Arc::new(App {
             client: http_client(&HttpSettings::default()),
-            url: format!("{}/v1/chat/completions", upstream.trim_end_matches('/')),
+            uri: format!("{}/v1/chat/completions", upstream.trim_end_matches('/')).parse()?,
         });
         let router = Router::new()
             .route("/health", get(|| async { "ok" }))
@@ -73,18 +73,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn forward(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let sent = app
-        .client
-        .post(&app.url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let sent = app.client.post(app.uri.clone(), headers, body, None).await;
     match sent {
         Ok(upstream) => {
             let status = upstream.status().as_u16();
             let content_type = upstream.headers().get(header::CONTENT_TYPE).cloned();
-            let mut response = Response::new(Body::from_stream(upstream.bytes_stream()));
+            let mut response = Response::new(Body::from_stream(upstream.into_stream()));
             *response.status_mut() =
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             if let Some(value) = content_type

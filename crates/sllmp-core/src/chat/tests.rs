@@ -98,7 +98,11 @@ fn escaped_keys_are_matched_and_kept() {
     let req = ChatRequest::from_slice(body).unwrap();
     assert_eq!(req.model, "openai:gpt-4o");
     let keys: Vec<&str> = req.extra.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["x\"y", "zeta", "alpha"], "unknown keys keep their order");
+    assert_eq!(
+        keys,
+        ["x\"y", "zeta", "alpha"],
+        "unknown keys keep their order"
+    );
 }
 
 #[test]

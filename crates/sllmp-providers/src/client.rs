@@ -1,0 +1,293 @@
+//! [`HttpClient`]: the pooled HTTP client every provider shares, on hyper with rustls.
+//!
+//! Built on hyper-util's pooled client directly rather than a general-purpose client: a
+//! provider call is always a POST to a URL parsed once at start-up, with no redirects,
+//! cookies or proxies, and the general-purpose layers (URL re-parsing, redirect policy,
+//! retry layer) cost about a fifth of SLLMP's instructions per request (callgrind, see
+//! docs/benchmarks.md).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use http::header::{HeaderMap, HeaderValue, USER_AGENT};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Incoming};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::{Instant, Sleep};
+
+use crate::HttpSettings;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The shared, connection-pooled HTTP client (HTTP/1.1, HTTP/2 by ALPN when
+/// [`HttpSettings::http2`] is on; TLS by rustls with the platform's certificate
+/// verifier). Clones share the pool.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    read_timeout: Duration,
+    user_agent: HeaderValue,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("read_timeout", &self.read_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpClient {
+    /// A client with `settings`. Build it once and clone it.
+    ///
+    /// # Panics
+    ///
+    /// If the platform's certificate verifier cannot be set up (no usable root store).
+    pub fn new(settings: &HttpSettings) -> HttpClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(30)));
+        let tls = tls_config();
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1();
+        let https = if settings.http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.wrap_connector(http)
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .build(https);
+        HttpClient {
+            client,
+            read_timeout: settings.read_timeout,
+            user_agent: HeaderValue::from_static(concat!("sllmp/", env!("CARGO_PKG_VERSION"))),
+        }
+    }
+
+    /// POSTs `body` to `uri` with `headers`; resolves with the response head.
+    ///
+    /// With `timeout`, the whole exchange (head and body) must end within it; without, only
+    /// silences longer than the read timeout fail it (streams).
+    pub async fn post(
+        &self,
+        uri: Uri,
+        mut headers: HeaderMap,
+        body: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<HttpResponse, TransportError> {
+        headers
+            .entry(USER_AGENT)
+            .or_insert_with(|| self.user_agent.clone());
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let deadline = Instant::now() + timeout.unwrap_or(self.read_timeout);
+        let sent = tokio::time::timeout_at(deadline, self.client.request(request)).await;
+        let response = match sent {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => {
+                let kind = if err.is_connect() {
+                    TransportErrorKind::Connect
+                } else {
+                    TransportErrorKind::Request
+                };
+                return Err(TransportError::new(kind, err));
+            }
+            Err(_) => return Err(TransportError::timed_out()),
+        };
+        let (head, body) = response.into_parts();
+        Ok(HttpResponse {
+            status: head.status,
+            headers: head.headers,
+            body,
+            deadline: timeout.map(|_| deadline),
+            read_timeout: self.read_timeout,
+        })
+    }
+}
+
+/// The rustls configuration: the platform's verifier and aws-lc-rs (the connector sets
+/// ALPN for the protocols enabled).
+fn tls_config() -> rustls::ClientConfig {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_platform_verifier())
+        .expect("the platform's TLS certificate verifier is available")
+        .with_no_client_auth()
+}
+
+/// A response whose head has arrived; read its body with [`bytes`](Self::bytes) or
+/// [`into_stream`](Self::into_stream).
+pub struct HttpResponse {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Incoming,
+    deadline: Option<Instant>,
+    read_timeout: Duration,
+}
+
+impl fmt::Debug for HttpResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpResponse")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpResponse {
+    /// The status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The whole body, within the request's timeout (or the read timeout).
+    pub async fn bytes(self) -> Result<Bytes, TransportError> {
+        let deadline = self
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.read_timeout);
+        match tokio::time::timeout_at(deadline, self.body.collect()).await {
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(err)) => Err(TransportError::new(TransportErrorKind::Body, err)),
+            Err(_) => Err(TransportError::timed_out()),
+        }
+    }
+
+    /// The body as it arrives; a silence longer than the read timeout ends it with an error.
+    pub fn into_stream(self) -> BodyStream {
+        BodyStream {
+            body: self.body,
+            idle: Box::pin(tokio::time::sleep(self.read_timeout)),
+            read_timeout: self.read_timeout,
+        }
+    }
+}
+
+/// A response body's data frames (see [`HttpResponse::into_stream`]).
+pub struct BodyStream {
+    body: Incoming,
+    idle: Pin<Box<Sleep>>,
+    read_timeout: Duration,
+}
+
+impl fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyStream").finish_non_exhaustive()
+    }
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Bytes, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = Instant::now() + self.read_timeout;
+                    self.idle.as_mut().reset(deadline);
+                    // Trailers carry nothing a provider needs.
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    return Poll::Ready(Some(Err(TransportError::new(
+                        TransportErrorKind::Body,
+                        err,
+                    ))));
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => {
+                    ready!(self.idle.as_mut().poll(cx));
+                    return Poll::Ready(Some(Err(TransportError::timed_out())));
+                }
+            }
+        }
+    }
+}
+
+/// What went wrong talking to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportErrorKind {
+    /// No connection: refused, unresolvable host, TLS handshake, connect timeout.
+    Connect,
+    /// The request could not be sent or the response head was malformed.
+    Request,
+    /// The connection broke while the body was read.
+    Body,
+    /// No answer (or no next chunk) in time.
+    Timeout,
+}
+
+/// A transport failure: its kind, and the cause's chain as text.
+#[derive(Debug)]
+pub struct TransportError {
+    kind: TransportErrorKind,
+    source: Option<BoxError>,
+}
+
+impl TransportError {
+    fn new(kind: TransportErrorKind, source: impl Into<BoxError>) -> TransportError {
+        TransportError {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    fn timed_out() -> TransportError {
+        TransportError {
+            kind: TransportErrorKind::Timeout,
+            source: None,
+        }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> TransportErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.kind {
+            TransportErrorKind::Connect => "connection failed",
+            TransportErrorKind::Request => "request failed",
+            TransportErrorKind::Body => "response body broke off",
+            TransportErrorKind::Timeout => "no answer within the timeout",
+        })
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|err| err as &(dyn std::error::Error + 'static))
+    }
+}
