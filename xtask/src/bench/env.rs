@@ -19,7 +19,7 @@ pub(crate) enum Target {
     Nginx,
     /// Through sllmp.
     Sllmp,
-    /// Through `sllmp-bench-passthrough`: SLLMP's HTTP stack (axum + reqwest) forwarding
+    /// Through `sllmp-bench-passthrough`: SLLMP's HTTP stack (axum + its HTTP client) forwarding
     /// bytes, without SLLMP's own code. A reference for S1 only.
     Passthrough,
 }
@@ -143,9 +143,10 @@ pub(crate) struct Bins {
 /// SSE chunks pass as they arrive, no access log.
 pub(crate) fn nginx_conf(dir: &Path, listen: u16, upstream: SocketAddr) -> String {
     let d = dir.display();
+    let workers = WORKERS;
     format!(
         r#"# Written by `cargo xtask bench`: nginx as a do-nothing reverse proxy (the floor).
-worker_processes 1;
+worker_processes {workers};
 worker_rlimit_nofile 16384;
 pid {d}/nginx.pid;
 error_log {d}/nginx-error.log warn;
@@ -208,6 +209,11 @@ fn loopback(port: u16) -> SocketAddr {
 
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Worker threads (sllmp, passthrough) and worker processes (nginx): the same for every
+/// proxy, so they compete on equal terms. One, because the load generator and the mock
+/// upstream take the machine's other core.
+pub(crate) const WORKERS: usize = 1;
+
 impl Env {
     /// Starts the mock, nginx and sllmp, each waited for until `/health` answers.
     pub(crate) fn start(dir: &Path, bins: Bins) -> anyhow::Result<Env> {
@@ -249,7 +255,8 @@ impl Env {
                 .arg("--upstream")
                 .arg(format!("http://{mock_addr}"))
                 .arg("--listen")
-                .arg(passthrough_addr.to_string()),
+                .arg(passthrough_addr.to_string())
+                .args(["--workers", &WORKERS.to_string()]),
             &dir.join("passthrough.log"),
         )?;
         wait_healthy(&mut passthrough, passthrough_addr, READY_TIMEOUT)?;
@@ -332,6 +339,7 @@ fn start_sllmp(dir: &Path, proxy: &Path) -> anyhow::Result<(Proc, SocketAddr, Du
             .arg(addr.to_string())
             .arg("--log-file")
             .arg(&log)
+            .args(["--workers", &WORKERS.to_string()])
             .env_remove("RUST_LOG"),
         &dir.join("sllmp.log"),
     )?;

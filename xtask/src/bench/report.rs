@@ -389,7 +389,10 @@ pub(crate) fn markdown(r: &Results) -> String {
         "- **Mock upstream**: `sllmp-mock-upstream` (crate `sllmp-test-support`, release build), \
          OpenAI's chat-completions wire format, JSON or SSE with usage; each request sets its \
          latency, chunk count and chunk spacing in its `\"mock\"` body field.\n\
-         - **nginx**: one worker, upstream keep-alive, `proxy_buffering off`, no access log \
+         - **Workers**: every proxy gets the same number of workers — nginx `worker_processes {workers}`, \
+         sllmp and the passthrough `--workers {workers}` (one thread: tokio's current-thread \
+         runtime) — since the load generator and the mock upstream need the other core.\n\
+         - **nginx**: upstream keep-alive, `proxy_buffering off`, no access log \
          (configuration below).\n\
          - **sllmp**: `sllmp-bench-proxy` (crate `sllmp-bench`, release build): the production \
          server and configuration pipeline — validation, feature selection, request log, retry — \
@@ -404,7 +407,8 @@ pub(crate) fn markdown(r: &Results) -> String {
          `gpt-4o-mini` (direct, nginx) or `upstream:gpt-4o-mini` (sllmp).\n\
          - **Load**: `oha` (`--no-tui`, JSON or CSV output) for S1 and S2; for S3 and S4 a small \
          HTTP/1.1 client in the xtask (std sockets), which times the first body byte, every \
-         server-sent event and the last byte.\n"
+         server-sent event and the last byte.\n",
+        workers = super::env::WORKERS,
     );
     let _ = writeln!(
         s,
@@ -425,7 +429,7 @@ pub(crate) fn markdown(r: &Results) -> String {
          after a {} s warm-up of each. CPU per request is the proxy's utime + stime \
          (`/proc/<pid>/stat`, nginx's master and worker together) over the run, divided by the \
          requests answered. **passthrough** is a reference, not a target: `sllmp-bench-passthrough`, \
-         SLLMP's HTTP stack (the same axum server, reqwest client and tokio runtime) forwarding the \
+         SLLMP's HTTP stack (the same axum server, HTTP client and tokio runtime) forwarding the \
          bytes without SLLMP's own code — the floor of the stack SLLMP is built on.\n",
         plan.s1_concurrency, plan.s1_secs, plan.s1_warmup_secs
     );
@@ -722,7 +726,7 @@ pub(crate) fn markdown(r: &Results) -> String {
                 s,
                 "CPU time per request by crate (self time; each process recorded {} s under the S1 \
                  load, CPU time from perf's event count divided by the requests answered meanwhile): \
-                 **passthrough** is SLLMP's HTTP stack alone (axum server, reqwest client, tokio), \
+                 **passthrough** is SLLMP's HTTP stack alone (axum server, HTTP client, tokio), \
                  so the difference is what SLLMP's own code costs, directly (its parsing, pipeline \
                  and logging) or through the stack (more allocations, tasks and wake-ups).\n",
                 r.plan.profile_secs.unwrap_or(0)
