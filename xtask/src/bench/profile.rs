@@ -31,10 +31,10 @@ pub(crate) struct Profile {
 }
 
 /// Areas of interest: a label and the frame whose inclusive time measures it.
-const AREAS: [(&str, &str); 13] = [
+const AREAS: [(&str, &str); 12] = [
     (
-        "pipeline task (`Driver::drive`, includes the provider call)",
-        "sllmp_pipeline::pipeline::Driver::drive",
+        "non-streamed pipeline (`Driver::run_inline`, includes the provider call)",
+        "sllmp_pipeline::pipeline::Driver::run_inline",
     ),
     (
         "provider call (`OpenAi::chat`: encode, HTTP client, decode)",
@@ -77,31 +77,26 @@ const AREAS: [(&str, &str); 13] = [
         "__x64_sys_futex",
     ),
     (
-        "`getrandom` system calls (request ids)",
-        "__x64_sys_getrandom",
-    ),
-    (
-        "tokio worker loop, all tasks",
-        "tokio::runtime::scheduler::multi_thread::worker::Context::run_task",
+        "tokio's current-thread loop, all tasks (`--workers 1`)",
+        "tokio::runtime::scheduler::current_thread::Context::run_task",
     ),
 ];
 
 /// Self time of the allocator and of memory copies, as extra areas.
 const SELF_AREAS: [(&str, &[&str]); 2] = [
     (
-        "glibc malloc/free (self time)",
+        "mimalloc (self time)",
         &[
-            "malloc",
-            "_int_malloc",
-            "_int_free",
-            "cfree@GLIBC_2.2.5",
-            "free",
-            "malloc_consolidate",
-            "unlink_chunk.constprop.0",
-            "realloc",
-            "_int_realloc",
-            "__libc_malloc",
-            "__libc_free",
+            "_mi_page_malloc_zero",
+            "mi_free",
+            "mi_malloc_aligned",
+            "mi_theap_malloc_aligned",
+            "mi_theap_umalloc",
+            "_mi_malloc_generic",
+            "_mi_page_free_collect",
+            "_mi_theap_realloc_zero",
+            "mi_realloc_aligned",
+            "_mi_free_generic",
         ],
     ),
     (
@@ -239,8 +234,13 @@ fn area_of(dso: &str, symbol: &str) -> &'static str {
             "libc, other"
         };
     }
-    const CRATES: [(&str, &str); 12] = [
+    const CRATES: [(&str, &str); 17] = [
         ("drop_in_place", "drops (destructors)"),
+        ("_mi_", "mimalloc (allocation)"),
+        ("mi_free", "mimalloc (allocation)"),
+        ("mi_malloc", "mimalloc (allocation)"),
+        ("mi_theap", "mimalloc (allocation)"),
+        ("mi_realloc", "mimalloc (allocation)"),
         (
             "serde_path_to_error",
             "serde / serde_json (parse, serialize)",
