@@ -96,7 +96,7 @@ struct Fields<'a, 'w> {
 }
 
 impl Fields<'_, '_> {
-    /// Starts a field; `false` for a message, which is written bare.
+    /// Starts a `key=value` field: the separating space, the name, `=`.
     fn key(&mut self, field: &Field) -> fmt::Result {
         if !std::mem::take(&mut self.first) {
             self.writer.write_char(' ')?;
@@ -107,6 +107,7 @@ impl Fields<'_, '_> {
         self.writer.write_char('=')
     }
 
+    /// Writes the message bare (no `message=`), after the separating space if any.
     fn message(&mut self, write: impl FnOnce(&mut Writer<'_>) -> fmt::Result) -> fmt::Result {
         if !std::mem::take(&mut self.first) {
             self.writer.write_char(' ')?;

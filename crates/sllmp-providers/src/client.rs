@@ -245,7 +245,7 @@ pub enum TransportErrorKind {
     Timeout,
 }
 
-/// A transport failure: its kind, and the cause's chain as text.
+/// A transport failure: its kind, and the underlying error (hyper's) as its `source`.
 #[derive(Debug)]
 pub struct TransportError {
     kind: TransportErrorKind,
