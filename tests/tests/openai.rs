@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sllmp::providers::{HttpSettings, OpenAi, OpenAiConfig, http_client};
-use sllmp::{Pipeline, ProviderRegistry, Retry, Secret, Server};
+use sllmp::{Hooks, Pipeline, ProviderRegistry, ResponseView, Retry, Secret, Server};
 use sllmp_integration::{TestServer, stable, upstream_providers};
 use sllmp_test_support::{Frame, MockUpstream, Reply};
 
@@ -72,6 +72,91 @@ async fn forwards_the_request_with_unknown_fields_and_without_metadata() {
             "some_future_param": {"nested": [1, 2, 3]}
         })
     );
+}
+
+/// OpenAI's own layout: pretty-printed, its field order, fields SLLMP does not model.
+const OPENAI_ANSWER: &str = r#"{
+  "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+  "object": "chat.completion",
+  "created": 1741570283,
+  "model": "gpt-4o-2024-08-06",
+  "choices": [
+    {
+      "index": 0,
+      "message": {
+        "role": "assistant",
+        "content": "Hello! How can I help?",
+        "refusal": null,
+        "annotations": []
+      },
+      "logprobs": null,
+      "finish_reason": "stop"
+    }
+  ],
+  "usage": {
+    "prompt_tokens": 9,
+    "completion_tokens": 7,
+    "total_tokens": 16,
+    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+  },
+  "service_tier": "default",
+  "system_fingerprint": "fp_fc9f1d7035"
+}
+"#;
+
+#[tokio::test]
+async fn an_unchanged_answer_reaches_the_client_byte_for_byte() {
+    let upstream = MockUpstream::start().await;
+    upstream.enqueue(Reply::Raw {
+        content_type: "application/json".into(),
+        body: OPENAI_ANSWER.into(),
+    });
+    // A middleware that reads the response (and the usage) but does not change it.
+    let providers = upstream_providers(&upstream, |_| {});
+    let server = Server::new(providers).pipeline(|pipeline: &mut Pipeline| {
+        pipeline.add(Hooks::new("reader").on_response(|ctx, response| {
+            assert_eq!(
+                response.response().choices[0].finish_reason.as_deref(),
+                Some("stop")
+            );
+            assert_eq!(ctx.usage().map(|u| u.total_tokens), Some(16));
+            Ok(())
+        }));
+    });
+    let server = TestServer::start(server).await;
+    let answer = server.chat(&body()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    assert_eq!(answer.body, OPENAI_ANSWER);
+}
+
+#[tokio::test]
+async fn an_answer_a_middleware_rewrites_is_sent_as_rewritten() {
+    let upstream = MockUpstream::start().await;
+    upstream.enqueue(Reply::Raw {
+        content_type: "application/json".into(),
+        body: OPENAI_ANSWER.into(),
+    });
+    let providers = upstream_providers(&upstream, |_| {});
+    let server = Server::new(providers).pipeline(|pipeline: &mut Pipeline| {
+        pipeline.add(Hooks::new("redact").on_response(|_ctx, response| {
+            if let ResponseView::Complete(response) = response {
+                response.extra.remove("system_fingerprint");
+            }
+            Ok(())
+        }));
+    });
+    let server = TestServer::start(server).await;
+    let answer = server.chat(&body()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let mut expected: serde_json::Value = serde_json::from_str(OPENAI_ANSWER).unwrap();
+    expected
+        .as_object_mut()
+        .unwrap()
+        .remove("system_fingerprint");
+    assert_eq!(answer.json(), expected);
+    assert!(!answer.body.contains("fp_fc9f1d7035"));
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@
 
 mod assemble;
 mod chat;
+mod completion;
 mod error;
 mod open_struct;
 mod provider;
@@ -33,6 +34,7 @@ pub use chat::{
     ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta, FunctionCall,
     FunctionCallDelta, Message, StreamOptions, ToolCall, ToolCallDelta, Usage,
 };
+pub use completion::Completion;
 pub use error::{Error, ErrorBody, ErrorKind};
 pub use provider::{ChunkStream, ModelInfo, Provider, ProviderRegistry, Target};
 pub use secret::Secret;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures_core::Stream;
 
-use crate::{ChatChunk, ChatCompletion, ChatRequest, Error};
+use crate::{ChatChunk, ChatRequest, Completion, Error};
 
 /// The chunks of a streamed completion. Dropping it stops the upstream call.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
@@ -32,8 +32,11 @@ pub trait Provider: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// A non-streamed completion.
-    async fn chat(&self, req: ChatRequest) -> Result<ChatCompletion, Error>;
+    /// A non-streamed completion. A provider that received OpenAI's JSON returns
+    /// [`Completion::from_json`], so that the client gets those bytes as they came while no
+    /// middleware changes the answer; a translating provider returns its
+    /// [`ChatCompletion`](crate::ChatCompletion) `.into()` a [`Completion`].
+    async fn chat(&self, req: ChatRequest) -> Result<Completion, Error>;
 
     /// A streamed completion. Errors before the first chunk are returned here; errors
     /// later are items of the stream.

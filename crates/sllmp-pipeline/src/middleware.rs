@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sllmp_core::{ChatChunk, ChatCompletion, ChatRequest, Error};
+use sllmp_core::{ChatChunk, ChatCompletion, ChatRequest, Completion, Error};
 
 use crate::Ctx;
 
@@ -128,8 +128,10 @@ pub enum RetryWindow {
 /// The response `on_response` sees.
 #[derive(Debug)]
 pub enum ResponseView<'a> {
-    /// A non-streamed response, not yet sent: it may be rewritten.
-    Complete(&'a mut ChatCompletion),
+    /// A non-streamed response, not yet sent: it may be rewritten (through
+    /// [`DerefMut`](std::ops::DerefMut); reading alone keeps the provider's bytes, see
+    /// [`Completion`]).
+    Complete(&'a mut Completion),
     /// The response assembled from the chunks of a stream that was sent.
     Streamed(&'a ChatCompletion),
 }

@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use futures_util::{FutureExt, StreamExt};
 use sllmp_core::{
-    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Error, StreamAssembler, StreamOptions,
-    Usage, estimate_prompt_tokens, estimate_tokens,
+    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, StreamAssembler,
+    StreamOptions, Usage, estimate_prompt_tokens, estimate_tokens,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -168,8 +168,8 @@ impl Pipeline {
 #[derive(Debug)]
 pub enum Output {
     /// A non-streamed completion (shared with the `on_complete` hooks, which may still be
-    /// running when the client receives it).
-    Complete(Arc<ChatCompletion>),
+    /// running when the client receives it); [`Completion::to_json`] is its body.
+    Complete(Arc<Completion>),
     /// A stream of chunks; the first is already in hand.
     Stream(ResponseStream),
 }
@@ -296,7 +296,7 @@ impl From<Error> for Stop {
 
 /// What an attempt produced.
 enum Answer {
-    Complete(ChatCompletion),
+    Complete(Completion),
     Stream {
         first: Option<ChatChunk>,
         rest: ChunkStream,
@@ -346,7 +346,7 @@ impl Driver {
 
 /// How a request ended, owned, for completion in another task.
 enum Ended {
-    Success(Arc<ChatCompletion>),
+    Success(Arc<Completion>),
     Failed(Error),
 }
 
@@ -371,11 +371,11 @@ impl Driver {
         answer.map(Output::Complete)
     }
 
-    async fn answer_inline(&mut self, req: &mut ChatRequest) -> Result<Arc<ChatCompletion>, Error> {
+    async fn answer_inline(&mut self, req: &mut ChatRequest) -> Result<Arc<Completion>, Error> {
         match self.request_phase(req).await {
             Ok(Some(response)) => {
                 self.ctx.usage = response.usage.clone();
-                return Ok(Arc::new(response));
+                return Ok(Arc::new(Completion::new(response)));
             }
             Ok(None) => {}
             Err(err) => {
@@ -396,8 +396,8 @@ impl Driver {
     async fn response_phase(
         &mut self,
         req: &ChatRequest,
-        mut response: ChatCompletion,
-    ) -> Result<Arc<ChatCompletion>, Error> {
+        mut response: Completion,
+    ) -> Result<Arc<Completion>, Error> {
         match &response.usage {
             Some(usage) => self.ctx.usage = Some(usage.clone()),
             None => {
@@ -503,7 +503,7 @@ impl Driver {
             let _ = tx.send(Frame::End).await;
         } else {
             // The response leaves with the head; on_complete sees the same value.
-            let response = Arc::new(response);
+            let response = Arc::new(Completion::new(response));
             if head
                 .send(Ok(Output::Complete(Arc::clone(&response))))
                 .is_err()

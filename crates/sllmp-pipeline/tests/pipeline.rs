@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::json;
 use sllmp_core::{
-    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Error, ErrorKind, Message, Provider,
-    ProviderRegistry,
+    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, ErrorKind, Message,
+    Provider, ProviderRegistry,
 };
 use sllmp_pipeline::{
     Ctx, ErrorAction, Flow, Hooks, Output, Pipeline, ResponseView, Retry, RetryWindow, StreamItem,
@@ -47,11 +47,11 @@ impl Provider for Shared {
         "scripted"
     }
 
-    async fn chat(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
+    async fn chat(&self, req: ChatRequest) -> Result<Completion, Error> {
         self.0.calls.lock().unwrap().push(req);
         let script = self.0.scripts.lock().unwrap().pop_front();
         match script.expect("a script") {
-            Script::Complete(resp) => Ok(resp),
+            Script::Complete(resp) => Ok(resp.into()),
             Script::Fail(err) => Err(err),
             Script::Hang => {
                 let _guard = DropCounter(Arc::clone(&self.0.streams_dropped));

@@ -5,8 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use serde_json::Value;
 use sllmp_core::{
-    ChatCompletion, ChatRequest, Choice, ChunkStream, Error, JsonMap, Message, Provider, Usage,
-    estimate_tokens,
+    ChatCompletion, ChatRequest, Choice, ChunkStream, Completion, Error, JsonMap, Message,
+    Provider, Usage, estimate_tokens,
 };
 
 /// A provider that echoes the last user message, deterministically, with realistic usage
@@ -23,7 +23,7 @@ use sllmp_core::{
 /// let req = ChatRequest { model: "echo".into(), messages: vec![Message::new("user", "Hello!")], ..Default::default() };
 /// let answer = Mock::new("mock").chat(req).await.unwrap();
 /// assert_eq!(answer.choices[0].message.text(), "Hello!");
-/// assert_eq!(answer.usage.unwrap().completion_tokens, 2);
+/// assert_eq!(answer.usage.as_ref().unwrap().completion_tokens, 2);
 /// # }
 /// ```
 #[derive(Debug, Clone)]
@@ -81,8 +81,8 @@ impl Provider for Mock {
         vec!["echo".to_string()]
     }
 
-    async fn chat(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
-        Ok(self.answer(&req))
+    async fn chat(&self, req: ChatRequest) -> Result<Completion, Error> {
+        Ok(self.answer(&req).into())
     }
 
     async fn chat_stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {

@@ -8,8 +8,8 @@ use http::Uri;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use sllmp_core::{
-    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Error, ErrorKind, JsonMap, Provider,
-    Secret,
+    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, ErrorKind, JsonMap,
+    Provider, Secret,
 };
 
 use crate::client::{HttpClient, HttpResponse};
@@ -229,13 +229,14 @@ impl Provider for OpenAi {
         &self.name
     }
 
-    async fn chat(&self, req: ChatRequest) -> Result<ChatCompletion, Error> {
+    async fn chat(&self, req: ChatRequest) -> Result<Completion, Error> {
         let response = self.send(&req, false).await?;
         let body = response
             .bytes()
             .await
             .map_err(|e| transport_error(&self.name, e))?;
-        serde_json::from_slice(&body).map_err(|e| self.invalid("completion", e))
+        // OpenAI's own format: the client gets these bytes unless a middleware rewrites them.
+        Completion::from_json(body).map_err(|e| self.invalid("completion", e))
     }
 
     async fn chat_stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {

@@ -72,10 +72,20 @@ pub(crate) async fn chat_completions(
     pipeline.add(Validation);
     app.factory.build(&mut pipeline);
     match pipeline.start(req).await {
-        Ok(Output::Complete(completion)) => Json(&*completion).into_response(),
+        Ok(Output::Complete(completion)) => json_response(completion.to_json()),
         Ok(Output::Stream(stream)) => sse_response(stream, request_id),
         Err(err) => ApiError::new(err, request_id).into_response(),
     }
+}
+
+/// A 200 with a JSON body already encoded (the provider's own bytes, when unchanged).
+fn json_response(body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn sse_response(stream: ResponseStream, request_id: String) -> Response {

@@ -295,6 +295,14 @@ pub enum Reply {
     },
     /// Accepts the request and never answers (for timeout tests).
     Hang,
+    /// A `200` whose body is these exact bytes, with this `content-type` (for tests of what
+    /// the proxy does with the upstream's own formatting).
+    Raw {
+        /// The `content-type` header.
+        content_type: String,
+        /// The body, byte for byte.
+        body: String,
+    },
 }
 
 impl Reply {

@@ -215,6 +215,19 @@ async fn scripted(shared: &Arc<Shared>, reply: Reply) -> Response {
             let _ = shared.shutdown_signal().wait_for(|&down| down).await;
             broken_response()
         }
+        Reply::Raw { content_type, body } => match HeaderValue::try_from(content_type.as_str()) {
+            Ok(content_type) => {
+                let mut response = Response::new(Body::from(body));
+                response.headers_mut().insert(CONTENT_TYPE, content_type);
+                response
+            }
+            Err(_) => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                &format!("invalid scripted reply: content-type {content_type}"),
+                None,
+            ),
+        },
     }
 }
 
