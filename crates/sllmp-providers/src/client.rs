@@ -73,6 +73,7 @@ impl HttpClient {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
+            .http1_read_buf_exact_size(4096)
             .build(https);
         HttpClient {
             client,

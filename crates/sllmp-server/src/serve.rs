@@ -34,7 +34,10 @@ impl Server {
         let listener = listener.tap_io(|stream| {
             let _ = stream.set_nodelay(true);
         });
-        let server = axum::serve(listener, self.router()).with_graceful_shutdown(signal);
+        // `into_make_service` builds the route table once; serving the `Router` itself
+        // rebuilds it for every connection (a few KiB each, for the connection's life).
+        let server =
+            axum::serve(listener, self.router().into_make_service()).with_graceful_shutdown(signal);
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;

@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         let listener = listener.tap_io(|stream| {
             let _ = stream.set_nodelay(true);
         });
-        axum::serve(listener, router).await?;
+        axum::serve(listener, router.into_make_service()).await?;
         Ok(())
     })
 }
