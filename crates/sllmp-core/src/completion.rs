@@ -42,7 +42,12 @@ impl Completion {
 
     /// Parses OpenAI's JSON and keeps the bytes it came from.
     pub fn from_json(wire: Bytes) -> Result<Completion, serde_json::Error> {
-        let value = serde_json::from_slice(&wire)?;
+        // Checking the UTF-8 of the whole body at once is cheaper than string by string; a
+        // body that is not UTF-8 goes through `from_slice` for serde_json's own error.
+        let value = match std::str::from_utf8(&wire) {
+            Ok(text) => serde_json::from_str(text)?,
+            Err(_) => serde_json::from_slice(&wire)?,
+        };
         Ok(Completion {
             value,
             wire: Some(wire),
@@ -130,6 +135,13 @@ mod tests {
     #[test]
     fn invalid_json_is_an_error() {
         assert!(Completion::from_json(Bytes::from_static(b"{\"id\":")).is_err());
+        let not_utf8 = Completion::from_json(Bytes::from_static(b"{\"id\":\"\xff\"}"));
+        assert!(
+            not_utf8
+                .unwrap_err()
+                .to_string()
+                .contains("invalid unicode code point")
+        );
     }
 
     #[test]

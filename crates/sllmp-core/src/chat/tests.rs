@@ -59,6 +59,22 @@ fn wrongly_typed_fields_name_their_path() {
 }
 
 #[test]
+fn a_body_that_is_not_utf8_is_invalid_json_with_its_position() {
+    let err = ChatRequest::from_slice(b"{\"model\":\"m\xff\",\"messages\":[]}").unwrap_err();
+    assert_eq!(err.status(), 400);
+    assert_eq!(err.code(), Some("invalid_json"));
+    assert_eq!(
+        err.message(),
+        "the request body is not valid JSON: invalid unicode code point at line 1 column 12"
+    );
+    // UTF-8 beyond ASCII is, of course, fine.
+    let req =
+        ChatRequest::from_slice("{\"model\":\"m\",\"messages\":[],\"note\":\"Zoë 🦀\"}".as_bytes())
+            .unwrap();
+    assert_eq!(req.extra["note"], "Zoë 🦀");
+}
+
+#[test]
 fn trailing_garbage_is_invalid_json() {
     let err = ChatRequest::from_slice(br#"{"model":"m"} x"#).unwrap_err();
     assert_eq!(err.code(), Some("invalid_json"));
