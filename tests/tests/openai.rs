@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use sllmp::providers::{HttpSettings, OpenAi, OpenAiConfig, http_client};
 use sllmp::{Hooks, Pipeline, ProviderRegistry, ResponseView, Retry, Secret, Server};
-use sllmp_integration::{TestServer, stable, upstream_providers};
+use sllmp_integration::{Answer, TestServer, stable, upstream_providers};
 use sllmp_test_support::{Frame, MockUpstream, Reply};
 
 /// A proxy whose `openai` provider talks to `upstream`, with a fast retry middleware.
@@ -105,16 +105,22 @@ const OPENAI_ANSWER: &str = r#"{
 }
 "#;
 
-#[tokio::test]
-async fn an_unchanged_answer_reaches_the_client_byte_for_byte() {
+/// The answer of a proxy whose pipeline `factory` builds, in front of an upstream that sends
+/// [`OPENAI_ANSWER`].
+async fn answer_through(factory: impl Fn(&mut Pipeline) + Send + Sync + 'static) -> Answer {
     let upstream = MockUpstream::start().await;
     upstream.enqueue(Reply::Raw {
         content_type: "application/json".into(),
         body: OPENAI_ANSWER.into(),
     });
+    let server = Server::new(upstream_providers(&upstream, |_| {})).pipeline(factory);
+    TestServer::start(server).await.chat(&body()).await
+}
+
+#[tokio::test]
+async fn an_unchanged_answer_reaches_the_client_byte_for_byte() {
     // A middleware that reads the response (and the usage) but does not change it.
-    let providers = upstream_providers(&upstream, |_| {});
-    let server = Server::new(providers).pipeline(|pipeline: &mut Pipeline| {
+    let answer = answer_through(|pipeline: &mut Pipeline| {
         pipeline.add(Hooks::new("reader").on_response(|ctx, response| {
             assert_eq!(
                 response.response().choices[0].finish_reason.as_deref(),
@@ -123,9 +129,8 @@ async fn an_unchanged_answer_reaches_the_client_byte_for_byte() {
             assert_eq!(ctx.usage().map(|u| u.total_tokens), Some(16));
             Ok(())
         }));
-    });
-    let server = TestServer::start(server).await;
-    let answer = server.chat(&body()).await;
+    })
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.header("content-type"), Some("application/json"));
     assert_eq!(answer.body, OPENAI_ANSWER);
@@ -133,22 +138,15 @@ async fn an_unchanged_answer_reaches_the_client_byte_for_byte() {
 
 #[tokio::test]
 async fn an_answer_a_middleware_rewrites_is_sent_as_rewritten() {
-    let upstream = MockUpstream::start().await;
-    upstream.enqueue(Reply::Raw {
-        content_type: "application/json".into(),
-        body: OPENAI_ANSWER.into(),
-    });
-    let providers = upstream_providers(&upstream, |_| {});
-    let server = Server::new(providers).pipeline(|pipeline: &mut Pipeline| {
+    let answer = answer_through(|pipeline: &mut Pipeline| {
         pipeline.add(Hooks::new("redact").on_response(|_ctx, response| {
             if let ResponseView::Complete(response) = response {
                 response.extra.remove("system_fingerprint");
             }
             Ok(())
         }));
-    });
-    let server = TestServer::start(server).await;
-    let answer = server.chat(&body()).await;
+    })
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let mut expected: serde_json::Value = serde_json::from_str(OPENAI_ANSWER).unwrap();
     expected
