@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sllmp_core::{ChatRequest, Error, ModelInfo, ProviderRegistry, Secret};
 use sllmp_observe::RequestLog;
-use sllmp_pipeline::{Ctx, Flow, Middleware, Pipeline, PipelineFactory, Retry};
+use sllmp_pipeline::{Ctx, Flow, HookSet, Middleware, Pipeline, PipelineFactory, Retry};
 use sllmp_providers::{DEFAULT_API_BASE, HttpClient, PROVIDER_TYPES};
 
 use crate::error::{KeyPath, Problem};
@@ -245,6 +245,10 @@ struct SelectFeature {
 impl Middleware for SelectFeature {
     fn name(&self) -> &'static str {
         "configuration"
+    }
+
+    fn hooks(&self) -> HookSet {
+        HookSet::REQUEST
     }
 
     async fn on_request(&mut self, ctx: &mut Ctx, req: &mut ChatRequest) -> Result<Flow, Error> {

@@ -24,7 +24,7 @@ mod logging;
 pub use batch_writer::{BatchWriter, BatchWriterGuard};
 pub use line_format::LineFormat;
 pub use logging::{LogFormat, LogGuard, init_logging};
-use sllmp_pipeline::{Ctx, Middleware, Outcome};
+use sllmp_pipeline::{Ctx, HookSet, Middleware, Outcome};
 
 /// Logs one `tracing` event per request, at completion, on the `sllmp::request` target:
 /// request id, feature, requested model, provider and provider model, stream or not, outcome,
@@ -47,6 +47,10 @@ impl RequestLog {
 impl Middleware for RequestLog {
     fn name(&self) -> &'static str {
         "logging"
+    }
+
+    fn hooks(&self) -> HookSet {
+        HookSet::COMPLETE
     }
 
     async fn on_complete(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) {

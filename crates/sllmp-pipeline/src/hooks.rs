@@ -2,7 +2,7 @@
 
 use sllmp_core::{ChatChunk, ChatRequest, Error};
 
-use crate::{Ctx, ErrorAction, Flow, Middleware, Outcome, ResponseView, RetryWindow};
+use crate::{Ctx, ErrorAction, Flow, HookSet, Middleware, Outcome, ResponseView, RetryWindow};
 
 type RequestHook = Box<dyn FnMut(&mut Ctx, &mut ChatRequest) -> Result<Flow, Error> + Send>;
 type AttemptHook = Box<dyn FnMut(&mut Ctx, &mut ChatRequest) -> Result<(), Error> + Send>;
@@ -109,6 +109,24 @@ impl Hooks {
 impl Middleware for Hooks {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn hooks(&self) -> HookSet {
+        let mut hooks = HookSet::NONE;
+        let set = [
+            (self.request.is_some(), HookSet::REQUEST),
+            (self.attempt.is_some(), HookSet::ATTEMPT),
+            (self.chunk.is_some(), HookSet::CHUNK),
+            (self.response.is_some(), HookSet::RESPONSE),
+            (self.error.is_some(), HookSet::ERROR),
+            (self.complete.is_some(), HookSet::COMPLETE),
+        ];
+        for (present, hook) in set {
+            if present {
+                hooks |= hook;
+            }
+        }
+        hooks
     }
 
     async fn on_request(&mut self, ctx: &mut Ctx, req: &mut ChatRequest) -> Result<Flow, Error> {

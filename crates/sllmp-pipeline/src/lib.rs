@@ -39,7 +39,7 @@ pub use async_trait::async_trait;
 pub use builtin::{Retry, Validation};
 pub use ctx::{Ctx, TargetInfo};
 pub use hooks::Hooks;
-pub use middleware::{ErrorAction, Flow, Middleware, Outcome, ResponseView, RetryWindow};
+pub use middleware::{ErrorAction, Flow, HookSet, Middleware, Outcome, ResponseView, RetryWindow};
 pub use pipeline::{
     Output, Pipeline, PipelineFactory, ResponseStream, Running, Settings, StreamItem,
 };

@@ -9,13 +9,15 @@ use crate::Ctx;
 /// A request-scoped middleware: one instance per request, so its per-request state lives in
 /// `&mut self`. Every hook has a no-op default; implement the phases you need.
 ///
+/// Declare the hooks you implement in [`Middleware::hooks`]: the pipeline skips the others.
+///
 /// Order: `on_request` and `on_attempt` run in the order middleware were added;
 /// `on_chunk`, `on_response`, `on_error` and `on_complete` run in reverse (the onion).
 /// See the crate docs for the life of a request.
 ///
 /// ```
 /// use sllmp_core::{ChatRequest, Error};
-/// use sllmp_pipeline::{Ctx, Flow, Middleware, Outcome};
+/// use sllmp_pipeline::{Ctx, Flow, HookSet, Middleware, Outcome};
 ///
 /// /// Counts the characters a request sends and logs them when it is over.
 /// #[derive(Default)]
@@ -24,6 +26,8 @@ use crate::Ctx;
 /// #[async_trait::async_trait]
 /// impl Middleware for PromptSize {
 ///     fn name(&self) -> &'static str { "prompt_size" }
+///
+///     fn hooks(&self) -> HookSet { HookSet::REQUEST | HookSet::COMPLETE }
 ///
 ///     async fn on_request(&mut self, _ctx: &mut Ctx, req: &mut ChatRequest) -> Result<Flow, Error> {
 ///         self.chars = req.messages.iter().map(|m| m.text().len()).sum();
@@ -40,6 +44,13 @@ pub trait Middleware: Send + 'static {
     /// A short snake_case name for logs and error messages.
     fn name(&self) -> &'static str {
         std::any::type_name::<Self>()
+    }
+
+    /// The hooks this middleware implements. The pipeline calls only these: a hook left out
+    /// costs nothing per request (no boxed future, no unwind guard). The default, every
+    /// hook, is always correct; narrow it when you implement few.
+    fn hooks(&self) -> HookSet {
+        HookSet::ALL
     }
 
     /// Before anything is sent, once per request (not per retry): validate, check limits,
@@ -84,6 +95,83 @@ pub trait Middleware: Send + 'static {
     /// client going away. Charge budgets and flush traces here.
     async fn on_complete(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) {
         let _ = (ctx, outcome);
+    }
+}
+
+/// A set of [`Middleware`] hooks, for [`Middleware::hooks`].
+///
+/// ```
+/// use sllmp_pipeline::HookSet;
+///
+/// let hooks = HookSet::REQUEST | HookSet::COMPLETE;
+/// assert!(hooks.contains(HookSet::COMPLETE));
+/// assert!(!hooks.contains(HookSet::CHUNK));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HookSet(u8);
+
+impl HookSet {
+    /// No hook.
+    pub const NONE: HookSet = HookSet(0);
+    /// `on_request`.
+    pub const REQUEST: HookSet = HookSet(1);
+    /// `on_attempt`.
+    pub const ATTEMPT: HookSet = HookSet(1 << 1);
+    /// `on_chunk`.
+    pub const CHUNK: HookSet = HookSet(1 << 2);
+    /// `on_response`.
+    pub const RESPONSE: HookSet = HookSet(1 << 3);
+    /// `on_error`.
+    pub const ERROR: HookSet = HookSet(1 << 4);
+    /// `on_complete`.
+    pub const COMPLETE: HookSet = HookSet(1 << 5);
+    /// Every hook.
+    pub const ALL: HookSet = HookSet(0b11_1111);
+
+    /// Whether every hook of `other` is in `self`.
+    pub const fn contains(self, other: HookSet) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// `self` with the hooks of `other` added (`|`, usable in `const`).
+    pub const fn union(self, other: HookSet) -> HookSet {
+        HookSet(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitOr for HookSet {
+    type Output = HookSet;
+
+    fn bitor(self, other: HookSet) -> HookSet {
+        self.union(other)
+    }
+}
+
+impl std::ops::BitOrAssign for HookSet {
+    fn bitor_assign(&mut self, other: HookSet) {
+        *self = self.union(other);
+    }
+}
+
+impl std::fmt::Debug for HookSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const NAMES: [&str; 6] = [
+            "on_request",
+            "on_attempt",
+            "on_chunk",
+            "on_response",
+            "on_error",
+            "on_complete",
+        ];
+        f.debug_set()
+            .entries(
+                NAMES
+                    .iter()
+                    .enumerate()
+                    .filter(|(bit, _)| self.0 & (1 << bit) != 0)
+                    .map(|(_, name)| name),
+            )
+            .finish()
     }
 }
 

@@ -14,7 +14,7 @@ use sllmp_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ctx::TargetInfo;
-use crate::{Ctx, ErrorAction, Flow, Middleware, Outcome, ResponseView, RetryWindow};
+use crate::{Ctx, ErrorAction, Flow, HookSet, Middleware, Outcome, ResponseView, RetryWindow};
 
 /// Builds the pipeline of each request: the Python original's `pipeline_factory`.
 ///
@@ -411,7 +411,12 @@ impl Driver {
                 self.ctx.usage_estimated = true;
             }
         }
-        for middleware in self.middleware.iter_mut().rev() {
+        for middleware in self
+            .middleware
+            .iter_mut()
+            .rev()
+            .filter(|m| m.hooks().contains(HookSet::RESPONSE))
+        {
             let name = middleware.name();
             let result = guard(
                 name,
@@ -481,7 +486,11 @@ impl Driver {
         &mut self,
         req: &mut ChatRequest,
     ) -> Result<Option<ChatCompletion>, Error> {
-        for middleware in &mut self.middleware {
+        for middleware in self
+            .middleware
+            .iter_mut()
+            .filter(|m| m.hooks().contains(HookSet::REQUEST))
+        {
             let name = middleware.name();
             let flow = guard(name, middleware.on_request(&mut self.ctx, req)).await??;
             if let Flow::Respond(response) = flow {
@@ -562,7 +571,11 @@ impl Driver {
 
     async fn attempt(&mut self, base: &ChatRequest, streaming: bool) -> Result<Answer, Error> {
         let mut req = base.clone();
-        for middleware in &mut self.middleware {
+        for middleware in self
+            .middleware
+            .iter_mut()
+            .filter(|m| m.hooks().contains(HookSet::ATTEMPT))
+        {
             let name = middleware.name();
             guard(name, middleware.on_attempt(&mut self.ctx, &mut req)).await??;
         }
@@ -675,7 +688,12 @@ impl Driver {
     }
 
     async fn stream_response(&mut self, response: &ChatCompletion) -> Result<(), Error> {
-        for middleware in self.middleware.iter_mut().rev() {
+        for middleware in self
+            .middleware
+            .iter_mut()
+            .rev()
+            .filter(|m| m.hooks().contains(HookSet::RESPONSE))
+        {
             let name = middleware.name();
             guard(
                 name,
@@ -687,7 +705,12 @@ impl Driver {
     }
 
     fn on_chunk(&mut self, chunk: &mut ChatChunk) -> Result<(), Error> {
-        for middleware in self.middleware.iter_mut().rev() {
+        for middleware in self
+            .middleware
+            .iter_mut()
+            .rev()
+            .filter(|m| m.hooks().contains(HookSet::CHUNK))
+        {
             let name = middleware.name();
             let ctx = &mut self.ctx;
             std::panic::catch_unwind(AssertUnwindSafe(|| middleware.on_chunk(ctx, chunk)))
@@ -699,7 +722,12 @@ impl Driver {
     /// `on_error` in reverse order; the first `Retry` wins, but every middleware sees the error.
     async fn on_error(&mut self, err: &Error, window: RetryWindow) -> ErrorAction {
         let mut decision = ErrorAction::Propagate;
-        for middleware in self.middleware.iter_mut().rev() {
+        for middleware in self
+            .middleware
+            .iter_mut()
+            .rev()
+            .filter(|m| m.hooks().contains(HookSet::ERROR))
+        {
             let name = middleware.name();
             let action = match guard(name, middleware.on_error(&mut self.ctx, err, window)).await {
                 Ok(action) => action,
@@ -728,7 +756,12 @@ impl Driver {
     /// `on_complete` in reverse order, exactly once.
     async fn complete(&mut self, outcome: &Outcome<'_>) {
         self.completed = true;
-        for middleware in self.middleware.iter_mut().rev() {
+        for middleware in self
+            .middleware
+            .iter_mut()
+            .rev()
+            .filter(|m| m.hooks().contains(HookSet::COMPLETE))
+        {
             let name = middleware.name();
             if guard(name, middleware.on_complete(&self.ctx, outcome))
                 .await

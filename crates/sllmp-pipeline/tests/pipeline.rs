@@ -13,8 +13,8 @@ use sllmp_core::{
     Provider, ProviderRegistry,
 };
 use sllmp_pipeline::{
-    Ctx, ErrorAction, Flow, Hooks, Output, Pipeline, ResponseView, Retry, RetryWindow, StreamItem,
-    Validation,
+    Ctx, ErrorAction, Flow, HookSet, Hooks, Middleware, Outcome, Output, Pipeline, ResponseView,
+    Retry, RetryWindow, StreamItem, Validation,
 };
 
 #[allow(clippy::large_enum_variant)]
@@ -612,4 +612,107 @@ async fn a_client_that_leaves_a_non_streamed_request_cancels_it_and_completes_on
         1,
         "the provider call was dropped"
     );
+}
+
+/// Declares only `on_complete`, and logs "only.<hook>" from every hook: the pipeline must
+/// call no other.
+struct OnlyComplete(Log);
+
+impl OnlyComplete {
+    fn called(&self, hook: &str) {
+        self.0.lock().unwrap().push(format!("only.{hook}"));
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for OnlyComplete {
+    fn name(&self) -> &'static str {
+        "only_complete"
+    }
+
+    fn hooks(&self) -> HookSet {
+        HookSet::COMPLETE
+    }
+
+    async fn on_request(&mut self, _: &mut Ctx, _: &mut ChatRequest) -> Result<Flow, Error> {
+        self.called("request");
+        Ok(Flow::Continue)
+    }
+
+    async fn on_attempt(&mut self, _: &mut Ctx, _: &mut ChatRequest) -> Result<(), Error> {
+        self.called("attempt");
+        Ok(())
+    }
+
+    fn on_chunk(&mut self, _: &mut Ctx, _: &mut ChatChunk) -> Result<(), Error> {
+        self.called("chunk");
+        Ok(())
+    }
+
+    async fn on_response(&mut self, _: &mut Ctx, _: ResponseView<'_>) -> Result<(), Error> {
+        self.called("response");
+        Ok(())
+    }
+
+    async fn on_error(&mut self, _: &mut Ctx, _: &Error, _: RetryWindow) -> ErrorAction {
+        self.called("error");
+        ErrorAction::Propagate
+    }
+
+    async fn on_complete(&mut self, _: &Ctx, outcome: &Outcome<'_>) {
+        self.called(&format!("complete:{}", outcome.as_str()));
+    }
+}
+
+#[tokio::test]
+async fn only_the_hooks_a_middleware_declares_are_called() {
+    for (stream, scripts) in [
+        (
+            false,
+            vec![
+                Script::Fail(unavailable()),
+                Script::Complete(completion("hi")),
+            ],
+        ),
+        (
+            true,
+            vec![
+                Script::Fail(unavailable()),
+                Script::Stream {
+                    items: vec![Ok(chunk("hi")), Ok(usage_chunk())],
+                    hang: false,
+                },
+            ],
+        ),
+    ] {
+        let setup = Setup::new(scripts);
+        let req = request(stream);
+        let mut pipeline = setup.pipeline(&req);
+        pipeline.add(fast_retry());
+        pipeline.add(OnlyComplete(Arc::clone(&setup.log)));
+        match pipeline.run(req).await.unwrap() {
+            Output::Complete(resp) => assert_eq!(resp.choices[0].message.text(), "hi"),
+            Output::Stream(stream) => assert_eq!(collect(stream).await.len(), 1),
+        }
+        let log = setup.settled().await;
+        // Every hook ran for the recorders (a retry included), and only on_complete for it.
+        assert!(log.contains(&"a.chunk".to_string()) == stream, "{log:?}");
+        assert!(log.iter().any(|l| l.starts_with("a.error")), "{log:?}");
+        let only: Vec<&String> = log.iter().filter(|l| l.starts_with("only.")).collect();
+        assert_eq!(only, ["only.complete:success"], "stream: {stream}");
+    }
+}
+
+#[test]
+fn hooks_declare_the_closures_they_hold() {
+    let hooks = Hooks::new("h")
+        .on_request(|_, _| Ok(Flow::Continue))
+        .on_complete(|_, _| {});
+    assert_eq!(hooks.hooks(), HookSet::REQUEST | HookSet::COMPLETE);
+    assert_eq!(
+        format!("{:?}", hooks.hooks()),
+        r#"{"on_request", "on_complete"}"#
+    );
+    assert_eq!(Hooks::new("none").hooks(), HookSet::NONE);
+    assert!(HookSet::ALL.contains(HookSet::CHUNK | HookSet::ERROR));
 }

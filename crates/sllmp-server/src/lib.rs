@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use sllmp_core::{ModelInfo, ProviderRegistry};
 use sllmp_pipeline::{PipelineFactory, Settings};
@@ -146,8 +145,7 @@ impl Server {
             .route("/v1/chat/completions", post(routes::chat_completions))
             .fallback(routes::unknown_url)
             .method_not_allowed_fallback(routes::method_not_allowed)
-            .layer(DefaultBodyLimit::max(self.settings.body_limit))
-            .layer(axum::middleware::from_fn(request_id::request_id))
+            .layer(request_id::RequestIdLayer)
             .with_state(state)
     }
 }

@@ -1,14 +1,19 @@
 //! The `x-request-id` middleware: every response carries one, and panics become JSON 500s.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
+use futures_util::future::CatchUnwind;
 use sllmp_core::Error;
+use tower::{Layer, Service};
 
 use crate::ApiError;
 
@@ -48,20 +53,86 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 }
 
 /// Assigns the request id, puts it on the response, and turns a handler panic into an
-/// OpenAI-shaped 500 carrying the same id.
-pub(crate) async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = RequestId::from_header(req.headers().get(&X_REQUEST_ID));
-    req.extensions_mut().insert(id.clone());
-    let mut response = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            Error::internal("the server failed while handling the request"),
-            id.0.clone(),
-        )
-        .into_response(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&id.0) {
-        response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+/// OpenAI-shaped 500 carrying the same id. A plain tower layer: no boxed future and no
+/// cloned service per request (as `axum::middleware::from_fn` would cost).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RequestIdLayer;
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+
+    fn layer(&self, inner: S) -> RequestIdService<S> {
+        RequestIdService { inner }
     }
-    response
+}
+
+/// The service of [`RequestIdLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct RequestIdService<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for RequestIdService<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RequestIdFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let id = RequestId::from_header(req.headers().get(&X_REQUEST_ID));
+        req.extensions_mut().insert(id.clone());
+        let inner = &mut self.inner;
+        let future = std::panic::catch_unwind(AssertUnwindSafe(move || inner.call(req)))
+            .ok()
+            .map(|future| AssertUnwindSafe(future).catch_unwind());
+        RequestIdFuture {
+            future,
+            id: Some(id),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`RequestIdService`].
+    pub(crate) struct RequestIdFuture<F> {
+        // `None` when calling the inner service panicked.
+        #[pin]
+        future: Option<CatchUnwind<AssertUnwindSafe<F>>>,
+        id: Option<RequestId>,
+    }
+}
+
+impl<F> Future for RequestIdFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answered = match this.future.as_pin_mut() {
+            Some(future) => ready!(future.poll(cx)),
+            None => Err(Box::new("the service panicked") as Box<dyn std::any::Any + Send>),
+        };
+        let id = this.id.take().expect("polled after completion");
+        let mut response = match answered {
+            Ok(Ok(response)) => response,
+            Ok(Err(never)) => match never {},
+            Err(_) => ApiError::new(
+                Error::internal("the server failed while handling the request"),
+                id.0.clone(),
+            )
+            .into_response(),
+        };
+        if let Ok(value) = HeaderValue::from_str(&id.0) {
+            response.headers_mut().insert(X_REQUEST_ID.clone(), value);
+        }
+        Poll::Ready(Ok(response))
+    }
 }

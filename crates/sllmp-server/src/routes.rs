@@ -8,12 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::Stream;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 use sllmp_core::{ChatRequest, Error, ErrorKind};
 use sllmp_pipeline::{Ctx, Output, Pipeline, ResponseStream, StreamItem, Validation};
@@ -37,29 +37,14 @@ pub(crate) async fn models(State(app): State<Arc<AppState>>) -> Json<serde_json:
 pub(crate) async fn chat_completions(
     State(app): State<Arc<AppState>>,
     RequestId(request_id): RequestId,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
-    let body = match body {
+    // The request's own header map moves into the context: no copy.
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let body = match read_body(body, &headers, app.settings.body_limit).await {
         Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            let err = Error::new(
-                ErrorKind::RequestTooLarge,
-                format!(
-                    "the request body is larger than the limit of {} bytes",
-                    app.settings.body_limit
-                ),
-            );
-            return ApiError::new(err, request_id).into_response();
-        }
-        Err(rejection) => {
-            let err = Error::invalid_request(
-                "invalid_json",
-                None,
-                format!("the request body could not be read: {rejection}"),
-            );
-            return ApiError::new(err, request_id).into_response();
-        }
+        Err(err) => return ApiError::new(err, request_id).into_response(),
     };
     let req = match ChatRequest::from_slice(&body) {
         Ok(req) => req,
@@ -75,6 +60,33 @@ pub(crate) async fn chat_completions(
         Ok(Output::Complete(completion)) => json_response(completion.to_json()),
         Ok(Output::Stream(stream)) => sse_response(stream, request_id),
         Err(err) => ApiError::new(err, request_id).into_response(),
+    }
+}
+
+/// The whole request body, at most `limit` bytes (a `content-length` over it is refused
+/// before anything is read).
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, Error> {
+    let too_large = || {
+        Error::new(
+            ErrorKind::RequestTooLarge,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
+        Err(err) => Err(Error::invalid_request(
+            "invalid_json",
+            None,
+            format!("the request body could not be read: {err}"),
+        )),
     }
 }
 

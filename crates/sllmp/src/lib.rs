@@ -64,7 +64,7 @@
 
 pub use sllmp_core::*;
 pub use sllmp_pipeline::{
-    Ctx, ErrorAction, Flow, Hooks, Middleware, Outcome, Output, Pipeline, PipelineFactory,
+    Ctx, ErrorAction, Flow, HookSet, Hooks, Middleware, Outcome, Output, Pipeline, PipelineFactory,
     ResponseStream, ResponseView, Retry, RetryWindow, Running, Settings, StreamItem, TargetInfo,
     Validation, async_trait,
 };

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use sllmp::providers::{Mock, OpenAi, OpenAiConfig, http_client};
 use sllmp::{
-    Ctx, Hooks, Middleware, Outcome, Pipeline, ProviderRegistry, ResponseView, Retry, Secret,
-    Server,
+    Ctx, HookSet, Hooks, Middleware, Outcome, Pipeline, ProviderRegistry, ResponseView, Retry,
+    Secret, Server,
 };
 
 /// The Python example, with closures: a pre hook and a post hook around the LLM call.
@@ -36,6 +36,11 @@ struct CallTimer {
 impl Middleware for CallTimer {
     fn name(&self) -> &'static str {
         "call_timer"
+    }
+
+    // Only these hooks are called; the pipeline skips the rest.
+    fn hooks(&self) -> HookSet {
+        HookSet::ATTEMPT | HookSet::RESPONSE | HookSet::COMPLETE
     }
 
     async fn on_attempt(

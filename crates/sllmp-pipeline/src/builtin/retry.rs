@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sllmp_core::Error;
 
-use crate::{Ctx, ErrorAction, Middleware, RetryWindow};
+use crate::{Ctx, ErrorAction, HookSet, Middleware, RetryWindow};
 
 /// Retries failed provider calls whose error is retryable (provider rate limits, 5xx and
 /// overload, network failures and timeouts), before anything has reached the client.
@@ -96,6 +96,10 @@ impl Retry {
 impl Middleware for Retry {
     fn name(&self) -> &'static str {
         "retry"
+    }
+
+    fn hooks(&self) -> HookSet {
+        HookSet::ERROR
     }
 
     async fn on_error(&mut self, ctx: &mut Ctx, err: &Error, window: RetryWindow) -> ErrorAction {

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use sllmp_core::{ChatRequest, Error, Message};
 
-use crate::{Ctx, Flow, Middleware};
+use crate::{Ctx, Flow, HookSet, Middleware};
 
 /// Rejects requests a provider would reject anyway, before any is called, with OpenAI's
 /// `invalid_request_error` and `param` naming the field.
@@ -60,6 +60,10 @@ impl Validation {
 impl Middleware for Validation {
     fn name(&self) -> &'static str {
         "validation"
+    }
+
+    fn hooks(&self) -> HookSet {
+        HookSet::REQUEST
     }
 
     async fn on_request(&mut self, _ctx: &mut Ctx, req: &mut ChatRequest) -> Result<Flow, Error> {
