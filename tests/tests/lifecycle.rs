@@ -88,6 +88,33 @@ async fn shutdown_waits_no_longer_than_the_grace_period() {
 }
 
 #[tokio::test]
+async fn a_panic_outside_the_pipeline_is_a_500_with_the_request_id() {
+    // The pipeline factory is the user's code too, and runs in the handler.
+    let server = Server::new(ProviderRegistry::new().with(Mock::new("mock"))).pipeline(
+        |pipeline: &mut Pipeline| {
+            if pipeline.ctx().requested_model() == "mock:boom" {
+                panic!("a bug in a pipeline factory");
+            }
+        },
+    );
+    let server = TestServer::start(server).await;
+    let answer = server
+        .chat_with(
+            &json!({"model": "mock:boom", "messages": [{"role": "user", "content": "x"}]}),
+            &[("x-request-id", "req-panic-2")],
+        )
+        .await;
+    assert_eq!(answer.status, 500);
+    assert_eq!(answer.header("x-request-id"), Some("req-panic-2"));
+    insta::assert_snapshot!(stable(&answer.body), @r#"{"error":{"message":"the server failed while handling the request","type":"internal_error","param":null,"code":"internal_error","request_id":"[request_id]"}}"#);
+    let answer = server
+        .chat(&json!({"model": "mock:echo", "messages": [{"role": "user", "content": "x"}]}))
+        .await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.header("x-request-id").is_some());
+}
+
+#[tokio::test]
 async fn a_panicking_middleware_is_a_500_with_the_request_id() {
     let server = Server::new(ProviderRegistry::new().with(Mock::new("mock"))).pipeline(
         |pipeline: &mut Pipeline| {
