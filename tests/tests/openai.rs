@@ -344,11 +344,11 @@ async fn retries_a_stream_that_fails_before_its_first_chunk_but_not_after() {
 
 #[tokio::test]
 async fn an_unreachable_upstream_is_a_network_error() {
-    // A port nothing listens on: bind one, then free it.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    // A port bound but not listening, held for the whole test: connecting is refused, and
+    // no other test's server can be given the port meanwhile (freeing it would allow that).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
     let providers = ProviderRegistry::new().with(OpenAi::new(
         "openai",
         OpenAiConfig {
@@ -362,6 +362,7 @@ async fn an_unreachable_upstream_is_a_network_error() {
     assert_eq!(answer.status, 502);
     assert_eq!(answer.json()["error"]["type"], "network_error");
     assert_eq!(answer.json()["error"]["code"], "provider_unreachable");
+    drop(socket);
 }
 
 #[tokio::test]
