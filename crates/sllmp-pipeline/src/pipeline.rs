@@ -411,12 +411,8 @@ impl Driver {
                 self.ctx.usage_estimated = true;
             }
         }
-        for middleware in self
-            .middleware
-            .iter_mut()
-            .rev()
-            .filter(|m| m.hooks().contains(HookSet::RESPONSE))
-        {
+        let mut failed = None;
+        for middleware in declaring(&mut self.middleware, HookSet::RESPONSE).rev() {
             let name = middleware.name();
             let result = guard(
                 name,
@@ -424,9 +420,13 @@ impl Driver {
             )
             .await;
             if let Err(err) = result.and_then(|r| r) {
-                self.observe_error(&err).await;
-                return Err(err);
+                failed = Some(err);
+                break;
             }
+        }
+        if let Some(err) = failed {
+            self.observe_error(&err).await;
+            return Err(err);
         }
         Ok(Arc::new(response))
     }
@@ -486,11 +486,7 @@ impl Driver {
         &mut self,
         req: &mut ChatRequest,
     ) -> Result<Option<ChatCompletion>, Error> {
-        for middleware in self
-            .middleware
-            .iter_mut()
-            .filter(|m| m.hooks().contains(HookSet::REQUEST))
-        {
+        for middleware in declaring(&mut self.middleware, HookSet::REQUEST) {
             let name = middleware.name();
             let flow = guard(name, middleware.on_request(&mut self.ctx, req)).await??;
             if let Flow::Respond(response) = flow {
@@ -571,11 +567,7 @@ impl Driver {
 
     async fn attempt(&mut self, base: &ChatRequest, streaming: bool) -> Result<Answer, Error> {
         let mut req = base.clone();
-        for middleware in self
-            .middleware
-            .iter_mut()
-            .filter(|m| m.hooks().contains(HookSet::ATTEMPT))
-        {
+        for middleware in declaring(&mut self.middleware, HookSet::ATTEMPT) {
             let name = middleware.name();
             guard(name, middleware.on_attempt(&mut self.ctx, &mut req)).await??;
         }
@@ -688,12 +680,7 @@ impl Driver {
     }
 
     async fn stream_response(&mut self, response: &ChatCompletion) -> Result<(), Error> {
-        for middleware in self
-            .middleware
-            .iter_mut()
-            .rev()
-            .filter(|m| m.hooks().contains(HookSet::RESPONSE))
-        {
+        for middleware in declaring(&mut self.middleware, HookSet::RESPONSE).rev() {
             let name = middleware.name();
             guard(
                 name,
@@ -705,12 +692,7 @@ impl Driver {
     }
 
     fn on_chunk(&mut self, chunk: &mut ChatChunk) -> Result<(), Error> {
-        for middleware in self
-            .middleware
-            .iter_mut()
-            .rev()
-            .filter(|m| m.hooks().contains(HookSet::CHUNK))
-        {
+        for middleware in declaring(&mut self.middleware, HookSet::CHUNK).rev() {
             let name = middleware.name();
             let ctx = &mut self.ctx;
             std::panic::catch_unwind(AssertUnwindSafe(|| middleware.on_chunk(ctx, chunk)))
@@ -722,12 +704,7 @@ impl Driver {
     /// `on_error` in reverse order; the first `Retry` wins, but every middleware sees the error.
     async fn on_error(&mut self, err: &Error, window: RetryWindow) -> ErrorAction {
         let mut decision = ErrorAction::Propagate;
-        for middleware in self
-            .middleware
-            .iter_mut()
-            .rev()
-            .filter(|m| m.hooks().contains(HookSet::ERROR))
-        {
+        for middleware in declaring(&mut self.middleware, HookSet::ERROR).rev() {
             let name = middleware.name();
             let action = match guard(name, middleware.on_error(&mut self.ctx, err, window)).await {
                 Ok(action) => action,
@@ -756,12 +733,7 @@ impl Driver {
     /// `on_complete` in reverse order, exactly once.
     async fn complete(&mut self, outcome: &Outcome<'_>) {
         self.completed = true;
-        for middleware in self
-            .middleware
-            .iter_mut()
-            .rev()
-            .filter(|m| m.hooks().contains(HookSet::COMPLETE))
-        {
+        for middleware in declaring(&mut self.middleware, HookSet::COMPLETE).rev() {
             let name = middleware.name();
             if guard(name, middleware.on_complete(&self.ctx, outcome))
                 .await
@@ -784,6 +756,17 @@ async fn closed(head: &mut Option<&mut HeadSender>) {
         Some(head) => head.closed().await,
         None => std::future::pending().await,
     }
+}
+
+/// The middleware that declare `hook` ([`Middleware::hooks`]), in the order they were added;
+/// the others are never called for it.
+fn declaring(
+    middleware: &mut [Box<dyn Middleware>],
+    hook: HookSet,
+) -> impl DoubleEndedIterator<Item = &mut Box<dyn Middleware>> {
+    middleware
+        .iter_mut()
+        .filter(move |m| m.hooks().contains(hook))
 }
 
 /// Runs a hook or provider future, turning a panic into an internal error.

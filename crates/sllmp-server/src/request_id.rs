@@ -116,20 +116,23 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        // `None`: the service panicked, while being called or while answering.
         let answered = match this.future.as_pin_mut() {
-            Some(future) => ready!(future.poll(cx)),
-            None => Err(Box::new("the service panicked") as Box<dyn std::any::Any + Send>),
+            Some(future) => match ready!(future.poll(cx)) {
+                Ok(Ok(response)) => Some(response),
+                Ok(Err(never)) => match never {},
+                Err(_panic) => None,
+            },
+            None => None,
         };
         let id = this.id.take().expect("polled after completion");
-        let mut response = match answered {
-            Ok(Ok(response)) => response,
-            Ok(Err(never)) => match never {},
-            Err(_) => ApiError::new(
+        let mut response = answered.unwrap_or_else(|| {
+            ApiError::new(
                 Error::internal("the server failed while handling the request"),
                 id.0.clone(),
             )
-            .into_response(),
-        };
+            .into_response()
+        });
         if let Ok(value) = HeaderValue::from_str(&id.0) {
             response.headers_mut().insert(X_REQUEST_ID.clone(), value);
         }
