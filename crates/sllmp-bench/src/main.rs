@@ -26,7 +26,7 @@ use sllmp_bench::{Totals, production_hooks};
 
 // The same allocator as the `sllmp` binary.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: sllmp_alloc::MiMalloc = sllmp_alloc::MiMalloc;
 
 const USAGE: &str =
     "usage: sllmp-bench-proxy --config FILE --listen ADDR --log-file PATH [--workers N]";

@@ -13,7 +13,7 @@ use sllmp::{Server, ServerSettings};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: sllmp_alloc::MiMalloc = sllmp_alloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(

@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 
 // The same allocator as the `sllmp` binary, so the floor is measured like for like.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: sllmp_alloc::MiMalloc = sllmp_alloc::MiMalloc;
 use sllmp::providers::{HttpClient, HttpSettings, http_client};
 use sllmp::server::axum::body::{Body, Bytes};
 use sllmp::server::axum::extract::State;
