@@ -28,6 +28,7 @@ mod tests {
             ],
         ),
         ("sllmp-server", &["sllmp-core", "sllmp-pipeline"]),
+        ("sllmp-alloc", &[]),
         (
             "sllmp",
             &[
@@ -38,10 +39,14 @@ mod tests {
                 "sllmp-observe",
                 "sllmp-config",
                 "sllmp-server",
+                "sllmp-alloc",
             ],
         ),
         ("sllmp-test-support", &[]),
-        ("sllmp-bench", &["sllmp", "sllmp-test-support"]),
+        (
+            "sllmp-bench",
+            &["sllmp", "sllmp-test-support", "sllmp-alloc"],
+        ),
         ("sllmp-integration", &["sllmp", "sllmp-test-support"]),
         ("example-custom-middleware", &["sllmp"]),
         ("xtask", &[]),

@@ -1,15 +1,17 @@
 //! [`HttpClient`]: the pooled HTTP client every provider shares, on hyper with rustls.
 //!
-//! Built on hyper-util's pooled client directly rather than a general-purpose client: a
-//! provider call is always a POST to a URL parsed once at start-up, with no redirects,
-//! cookies or proxies, and the general-purpose layers (URL re-parsing, redirect policy,
-//! retry layer) cost about a fifth of SLLMP's instructions per request (callgrind, see
-//! docs/benchmarks.md).
+//! Built on hyper's connections directly rather than a general-purpose client: a provider
+//! call is always a POST to a URL parsed once at start-up, with no redirects, cookies or
+//! proxies. reqwest's general-purpose layers (URL re-parsing, redirect policy, retry layer)
+//! cost about a fifth of SLLMP's instructions per request, and hyper-util's pooled client
+//! another tenth (a hashed pool lookup per request, and a task spawned per request to
+//! return the connection); see docs/benchmarks.md. Here each origin has its own
+//! [`Pool`](crate::pool), which a provider holds as an [`Endpoint`].
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -19,22 +21,22 @@ use http::header::{HeaderMap, HeaderValue, USER_AGENT};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::{Instant, Sleep};
 
 use crate::HttpSettings;
+use crate::pool::{Lease, Pool, Shared};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The shared, connection-pooled HTTP client (HTTP/1.1, HTTP/2 by ALPN when
 /// [`HttpSettings::http2`] is on; TLS by rustls with the platform's certificate
 /// verifier). Clones share the pool.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    shared: Arc<Shared>,
+    /// One pool per origin; a handful at most (one per configured provider base URL).
+    pools: Arc<Mutex<Vec<Arc<Pool>>>>,
     read_timeout: Duration,
     user_agent: HeaderValue,
 }
@@ -69,26 +71,99 @@ impl HttpClient {
         } else {
             builder.wrap_connector(http)
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .http1_read_buf_exact_size(4096)
-            .build(https);
         HttpClient {
-            client,
+            shared: Arc::new(Shared {
+                connector: https,
+                idle_timeout: settings.pool_idle_timeout,
+            }),
+            pools: Arc::default(),
             read_timeout: settings.read_timeout,
             user_agent: HeaderValue::from_static(concat!("sllmp/", env!("CARGO_PKG_VERSION"))),
         }
     }
 
-    /// POSTs `body` to `uri` with `headers`; resolves with the response head.
+    /// The endpoint `uri` (an absolute http(s) URL): requests to it share the pool of its
+    /// origin with every other endpoint on the same scheme, host and port. Look it up once
+    /// and keep it: [`Endpoint::post`] then finds its connections without a lookup.
     ///
-    /// With `timeout`, the whole exchange (head and body) must end within it; without, only
-    /// silences longer than the read timeout fail it (streams).
+    /// # Errors
+    ///
+    /// When `uri` has no scheme or host, or its host is not a valid `Host` header.
+    pub fn endpoint(&self, uri: Uri) -> Result<Endpoint, InvalidUri> {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        let pool = match pools.iter().find(|pool| pool.serves(&uri)) {
+            Some(pool) => Arc::clone(pool),
+            None => {
+                let pool = Arc::new(Pool::new(&uri, Arc::clone(&self.shared)).ok_or(InvalidUri)?);
+                pools.push(Arc::clone(&pool));
+                pool
+            }
+        };
+        Ok(Endpoint {
+            uri,
+            pool,
+            read_timeout: self.read_timeout,
+            user_agent: self.user_agent.clone(),
+        })
+    }
+
+    /// POSTs `body` to `uri` with `headers` (see [`Endpoint::post`]); for a URL used once.
+    /// A provider calling the same URL again keeps an [`Endpoint`] instead.
     pub async fn post(
         &self,
         uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<HttpResponse, TransportError> {
+        let endpoint = self
+            .endpoint(uri)
+            .map_err(|err| TransportError::new(TransportErrorKind::Connect, err))?;
+        endpoint.post(headers, body, timeout).await
+    }
+}
+
+/// A URL that is not absolute http(s) with a host (see [`HttpClient::endpoint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidUri;
+
+impl fmt::Display for InvalidUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not an absolute http(s) URL with a host")
+    }
+}
+
+impl std::error::Error for InvalidUri {}
+
+/// One URL of an upstream and the connection pool of its origin ([`HttpClient::endpoint`]).
+#[derive(Clone)]
+pub struct Endpoint {
+    uri: Uri,
+    pool: Arc<Pool>,
+    read_timeout: Duration,
+    user_agent: HeaderValue,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// The URL.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// POSTs `body` with `headers`; resolves with the response head.
+    ///
+    /// With `timeout`, the whole exchange (connecting, head and body) must end within it;
+    /// without, only silences longer than the read timeout fail it (streams).
+    pub async fn post(
+        &self,
         mut headers: HeaderMap,
         body: Bytes,
         timeout: Option<Duration>,
@@ -98,27 +173,20 @@ impl HttpClient {
             .or_insert_with(|| self.user_agent.clone());
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri;
+        *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = headers;
         let deadline = Instant::now() + timeout.unwrap_or(self.read_timeout);
-        let sent = tokio::time::timeout_at(deadline, self.client.request(request)).await;
-        let response = match sent {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) => {
-                let kind = if err.is_connect() {
-                    TransportErrorKind::Connect
-                } else {
-                    TransportErrorKind::Request
-                };
-                return Err(TransportError::new(kind, err));
-            }
-            Err(_) => return Err(TransportError::timed_out()),
-        };
+        let (response, lease) =
+            match tokio::time::timeout_at(deadline, self.pool.send(request)).await {
+                Ok(sent) => sent?,
+                Err(_) => return Err(TransportError::timed_out()),
+            };
         let (head, body) = response.into_parts();
         Ok(HttpResponse {
             status: head.status,
             headers: head.headers,
             body,
+            lease,
             deadline: timeout.map(|_| deadline),
             read_timeout: self.read_timeout,
         })
@@ -143,6 +211,8 @@ pub struct HttpResponse {
     status: StatusCode,
     headers: HeaderMap,
     body: Incoming,
+    /// The connection, back to its pool once the body was read to its end.
+    lease: Option<Lease>,
     deadline: Option<Instant>,
     read_timeout: Duration,
 }
@@ -172,7 +242,12 @@ impl HttpResponse {
             .deadline
             .unwrap_or_else(|| Instant::now() + self.read_timeout);
         match tokio::time::timeout_at(deadline, self.body.collect()).await {
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Ok(collected)) => {
+                if let Some(lease) = self.lease {
+                    lease.release();
+                }
+                Ok(collected.to_bytes())
+            }
             Ok(Err(err)) => Err(TransportError::new(TransportErrorKind::Body, err)),
             Err(_) => Err(TransportError::timed_out()),
         }
@@ -182,6 +257,7 @@ impl HttpResponse {
     pub fn into_stream(self) -> BodyStream {
         BodyStream {
             body: self.body,
+            lease: self.lease,
             idle: Box::pin(tokio::time::sleep(self.read_timeout)),
             read_timeout: self.read_timeout,
         }
@@ -191,6 +267,7 @@ impl HttpResponse {
 /// A response body's data frames (see [`HttpResponse::into_stream`]).
 pub struct BodyStream {
     body: Incoming,
+    lease: Option<Lease>,
     idle: Pin<Box<Sleep>>,
     read_timeout: Duration,
 }
@@ -223,7 +300,12 @@ impl Stream for BodyStream {
                         err,
                     ))));
                 }
-                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(None) => {
+                    if let Some(lease) = self.lease.take() {
+                        lease.release();
+                    }
+                    return Poll::Ready(None);
+                }
                 Poll::Pending => {
                     ready!(self.idle.as_mut().poll(cx));
                     return Poll::Ready(Some(Err(TransportError::timed_out())));
@@ -254,14 +336,14 @@ pub struct TransportError {
 }
 
 impl TransportError {
-    fn new(kind: TransportErrorKind, source: impl Into<BoxError>) -> TransportError {
+    pub(crate) fn new(kind: TransportErrorKind, source: impl Into<BoxError>) -> TransportError {
         TransportError {
             kind,
             source: Some(source.into()),
         }
     }
 
-    fn timed_out() -> TransportError {
+    pub(crate) fn timed_out() -> TransportError {
         TransportError {
             kind: TransportErrorKind::Timeout,
             source: None,

@@ -19,11 +19,14 @@ mod client;
 mod http;
 mod mock;
 mod openai;
+mod pool;
 pub mod sse;
 
 use std::sync::Arc;
 
-pub use client::{BodyStream, HttpClient, HttpResponse, TransportError, TransportErrorKind};
+pub use client::{
+    BodyStream, Endpoint, HttpClient, HttpResponse, InvalidUri, TransportError, TransportErrorKind,
+};
 pub use http::{HttpSettings, http_client, retry_after, status_error, transport_error};
 pub use mock::Mock;
 pub use openai::{DEFAULT_API_BASE, OpenAi, OpenAiConfig};

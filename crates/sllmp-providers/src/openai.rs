@@ -12,7 +12,7 @@ use sllmp_core::{
     Provider, Secret,
 };
 
-use crate::client::{HttpClient, HttpResponse};
+use crate::client::{Endpoint, HttpClient, HttpResponse};
 use crate::http::{status_error, transport_error};
 use crate::sse::SseStream;
 
@@ -116,13 +116,13 @@ impl OpenAiConfig {
 pub struct OpenAi {
     name: String,
     url: String,
-    /// `url`, parsed once rather than on every call; `None` if it is not an http(s) URL.
-    uri: Option<Uri>,
+    /// `url`, parsed once, with its origin's connection pool; `None` if it is not an
+    /// http(s) URL (every call then fails, naming it).
+    endpoint: Option<Endpoint>,
     key: Option<Secret>,
     /// Headers sent with every call; marked sensitive so they never print.
     headers: HeaderMap,
     timeout: Duration,
-    client: HttpClient,
 }
 
 impl OpenAi {
@@ -156,12 +156,11 @@ impl OpenAi {
         let url = format!("{}/chat/completions", config.api_base.trim_end_matches('/'));
         OpenAi {
             name: name.into(),
-            uri: http_uri(&url),
+            endpoint: http_uri(&url).and_then(|uri| client.endpoint(uri).ok()),
             url,
             key: config.api_key.filter(|k| !k.is_empty()),
             headers,
             timeout: config.timeout,
-            client,
         }
     }
 
@@ -181,7 +180,7 @@ impl OpenAi {
             )
             .with_provider(&self.name));
         }
-        let Some(uri) = self.uri.clone() else {
+        let Some(endpoint) = &self.endpoint else {
             return Err(Error::new(
                 ErrorKind::ProviderUnreachable,
                 format!(
@@ -194,9 +193,8 @@ impl OpenAi {
         let body = serde_json::to_vec(req)
             .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?;
         let timeout = (!stream).then_some(self.timeout);
-        let response = self
-            .client
-            .post(uri, self.headers.clone(), Bytes::from(body), timeout)
+        let response = endpoint
+            .post(self.headers.clone(), Bytes::from(body), timeout)
             .await
             .map_err(|e| transport_error(&self.name, e))?;
         if response.status().is_success() {

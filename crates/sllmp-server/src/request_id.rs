@@ -35,7 +35,15 @@ impl RequestId {
             {
                 RequestId(id.to_string())
             }
-            _ => RequestId(format!("req_{}", uuid::Uuid::now_v7().simple())),
+            _ => {
+                // `req_` and 32 hex digits, without `format!`'s machinery.
+                let mut hex = [0u8; uuid::fmt::Simple::LENGTH];
+                let hex = uuid::Uuid::now_v7().simple().encode_lower(&mut hex);
+                let mut id = String::with_capacity(4 + hex.len());
+                id.push_str("req_");
+                id.push_str(hex);
+                RequestId(id)
+            }
         }
     }
 }

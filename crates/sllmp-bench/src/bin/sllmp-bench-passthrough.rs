@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 // The same allocator as the `sllmp` binary, so the floor is measured like for like.
 #[global_allocator]
 static ALLOCATOR: sllmp_alloc::MiMalloc = sllmp_alloc::MiMalloc;
-use sllmp::providers::{HttpClient, HttpSettings, http_client};
+use sllmp::providers::{Endpoint, HttpSettings, http_client};
 use sllmp::server::axum::body::{Body, Bytes};
 use sllmp::server::axum::extract::State;
 use sllmp::server::axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -31,8 +31,7 @@ const USAGE: &str =
     "usage: sllmp-bench-passthrough --upstream http://HOST:PORT --listen ADDR [--workers N]";
 
 struct App {
-    client: HttpClient,
-    uri: Uri,
+    upstream: Endpoint,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,9 +50,9 @@ fn main() -> anyhow::Result<()> {
     let upstream = upstream.context(USAGE)?;
     let listen = listen.context(USAGE)?;
     sllmp::server::runtime(workers)?.block_on(async move {
+        let uri: Uri = format!("{}/v1/chat/completions", upstream.trim_end_matches('/')).parse()?;
         let app = Arc::new(App {
-            client: http_client(&HttpSettings::default()),
-            uri: format!("{}/v1/chat/completions", upstream.trim_end_matches('/')).parse()?,
+            upstream: http_client(&HttpSettings::default()).endpoint(uri)?,
         });
         let router = Router::new()
             .route("/health", get(|| async { "ok" }))
@@ -78,7 +77,7 @@ async fn forward(State(app): State<Arc<App>>, body: Bytes) -> Response {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    let sent = app.client.post(app.uri.clone(), headers, body, None).await;
+    let sent = app.upstream.post(headers, body, None).await;
     match sent {
         Ok(upstream) => {
             let status = upstream.status().as_u16();

@@ -1,0 +1,265 @@
+//! Connections to one origin (scheme, host and port), kept open between requests.
+//!
+//! A [`Pool`] lends an HTTP/1.1 connection to one request at a time and takes it back when
+//! the response has been read to its end (a response abandoned half-read closes its
+//! connection: HTTP/1.1 cannot skip the rest). With HTTP/2 negotiated, one connection is
+//! shared by every request. Providers hold their origin's pool (an [`Endpoint`]), so a request
+//! finds it without a lookup; idle connections are reused newest first, and dropped when the
+//! upstream has closed them or when they have been idle longer than the idle timeout.
+//!
+//! [`Endpoint`]: crate::Endpoint
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::client::{BoxError, TransportError, TransportErrorKind};
+
+/// What every pool of a client shares: how to connect, and for how long to keep idle
+/// connections.
+pub(crate) struct Shared {
+    pub(crate) connector: HttpsConnector<HttpConnector>,
+    pub(crate) idle_timeout: Duration,
+}
+
+/// The connections to one origin.
+pub(crate) struct Pool {
+    scheme: Scheme,
+    authority: Authority,
+    /// `scheme://authority/`, what the connector dials.
+    dial: Uri,
+    /// The `Host` header of HTTP/1.1 requests.
+    host: HeaderValue,
+    /// Idle HTTP/1.1 connections, oldest first.
+    idle: Mutex<VecDeque<Idle>>,
+    /// The HTTP/2 connection, once one was negotiated.
+    h2: Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
+    shared: Arc<Shared>,
+}
+
+struct Idle {
+    sender: http1::SendRequest<Full<Bytes>>,
+    since: Instant,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("origin", &self.dial)
+            .field("idle", &lock(&self.idle).len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An HTTP/1.1 connection lent to one request; [`Lease::release`] gives it back once the
+/// response has been read to its end. Dropped unreleased, it closes the connection.
+pub(crate) struct Lease {
+    sender: http1::SendRequest<Full<Bytes>>,
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    /// The response was read to its end: the connection can serve the next request.
+    pub(crate) fn release(self) {
+        self.pool.put(self.sender);
+    }
+}
+
+enum Connected {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Pool {
+    /// The pool of `uri`'s origin, or `None` when `uri` has no scheme or host.
+    pub(crate) fn new(uri: &Uri, shared: Arc<Shared>) -> Option<Pool> {
+        let scheme = uri.scheme()?.clone();
+        let authority = uri.authority()?.clone();
+        let dial = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .ok()?;
+        let host = HeaderValue::from_str(authority.as_str()).ok()?;
+        Some(Pool {
+            scheme,
+            authority,
+            dial,
+            host,
+            idle: Mutex::new(VecDeque::new()),
+            h2: Mutex::new(None),
+            shared,
+        })
+    }
+
+    /// Whether `uri` is on this pool's origin.
+    pub(crate) fn serves(&self, uri: &Uri) -> bool {
+        uri.scheme() == Some(&self.scheme)
+            && uri.authority().map(Authority::as_str) == Some(self.authority.as_str())
+    }
+
+    /// Sends `request` (its URI absolute, on this origin) on an idle connection, or on a new
+    /// one; resolves with the response head and, for HTTP/1.1, the connection's lease.
+    pub(crate) async fn send(
+        self: &Arc<Self>,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<(Response<Incoming>, Option<Lease>), TransportError> {
+        if let Some(mut h2) = self.h2_sender() {
+            return h2
+                .send_request(request)
+                .await
+                .map(|r| (r, None))
+                .map_err(failed);
+        }
+        // HTTP/1.1 writes the request target in origin form, and needs `Host`.
+        let absolute = std::mem::take(request.uri_mut());
+        *request.uri_mut() = origin_form(&absolute);
+        request
+            .headers_mut()
+            .insert(http::header::HOST, self.host.clone());
+        while let Some(mut sender) = self.take_idle() {
+            if !sender.is_ready() && sender.ready().await.is_err() {
+                continue; // closed by the upstream while it waited
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, Some(self.lease(sender)))),
+                Err(mut err) => match err.take_message() {
+                    // Never written: the connection closed first. Try the next one.
+                    Some(unsent) => request = unsent,
+                    None => return Err(failed(err.into_error())),
+                },
+            }
+        }
+        // Boxed: connecting (TCP, TLS, handshake) is rare, and its future is large; inline,
+        // every request's future would carry (and move) its size.
+        match Box::pin(self.connect()).await? {
+            Connected::H1(mut sender) => {
+                let response = sender.send_request(request).await.map_err(failed)?;
+                Ok((response, Some(self.lease(sender))))
+            }
+            Connected::H2(mut sender) => {
+                request.headers_mut().remove(http::header::HOST);
+                *request.uri_mut() = absolute;
+                let response = sender.send_request(request).await.map_err(failed)?;
+                Ok((response, None))
+            }
+        }
+    }
+
+    fn lease(self: &Arc<Self>, sender: http1::SendRequest<Full<Bytes>>) -> Lease {
+        Lease {
+            sender,
+            pool: Arc::clone(self),
+        }
+    }
+
+    /// The newest idle connection still open and not past the idle timeout.
+    fn take_idle(&self) -> Option<http1::SendRequest<Full<Bytes>>> {
+        let mut idle = lock(&self.idle);
+        while let Some(entry) = idle.pop_back() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < self.shared.idle_timeout {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: http1::SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = lock(&self.idle);
+        // The oldest are at the front: drop those past the timeout (closing them).
+        while idle
+            .front()
+            .is_some_and(|entry| now.duration_since(entry.since) >= self.shared.idle_timeout)
+        {
+            idle.pop_front();
+        }
+        idle.push_back(Idle { sender, since: now });
+    }
+
+    fn h2_sender(&self) -> Option<http2::SendRequest<Full<Bytes>>> {
+        let mut h2 = lock(&self.h2);
+        if h2.as_ref().is_some_and(http2::SendRequest::is_closed) {
+            *h2 = None;
+        }
+        h2.clone()
+    }
+
+    /// A new connection: TCP (and TLS), then the HTTP handshake; its I/O runs in a task of
+    /// its own until the connection closes.
+    async fn connect(&self) -> Result<Connected, TransportError> {
+        let connect_failed = |err: BoxError| TransportError::new(TransportErrorKind::Connect, err);
+        let mut connector = self.shared.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(connect_failed)?;
+        let io = connector
+            .call(self.dial.clone())
+            .await
+            .map_err(connect_failed)?;
+        let handshake_failed = |err: hyper::Error| connect_failed(Box::new(err));
+        if io.connected().is_negotiated_h2() {
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(handshake_failed)?;
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
+                }
+            });
+            *lock(&self.h2) = Some(sender.clone());
+            return Ok(Connected::H2(sender));
+        }
+        let (sender, connection) = http1::Builder::new()
+            // SSE chunks are a few hundred bytes: small reads, small buffers per stream.
+            .read_buf_exact_size(Some(4096))
+            .handshake(io)
+            .await
+            .map_err(handshake_failed)?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "upstream connection ended");
+            }
+        });
+        Ok(Connected::H1(sender))
+    }
+}
+
+fn failed(err: hyper::Error) -> TransportError {
+    TransportError::new(TransportErrorKind::Request, err)
+}
+
+/// `uri`'s path and query alone, as HTTP/1.1 sends it.
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from_static("/"),
+    }
+}
+
+/// A pool's lock: what it guards stays consistent even if a holder panicked (each
+/// critical section is a push or a pop).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
