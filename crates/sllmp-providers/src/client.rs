@@ -265,6 +265,10 @@ impl HttpResponse {
 }
 
 /// A response body's data frames (see [`HttpResponse::into_stream`]).
+///
+/// Dropped before its end, it closes its connection: for a stream, that is how the upstream
+/// learns to stop generating. When the protocol's own end marker has arrived (OpenAI's
+/// `data: [DONE]`) call [`finish`](Self::finish) instead, so the connection is kept.
 pub struct BodyStream {
     body: Incoming,
     lease: Option<Lease>,
@@ -275,6 +279,54 @@ pub struct BodyStream {
 impl fmt::Debug for BodyStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BodyStream").finish_non_exhaustive()
+    }
+}
+
+/// At most this much of a body is read after [`BodyStream::finish`] to keep its connection.
+const FINISH_MAX_BYTES: usize = 64 * 1024;
+/// And for at most this long.
+const FINISH_MAX_WAIT: Duration = Duration::from_secs(5);
+
+impl BodyStream {
+    /// The caller needs nothing more from this body: its end marker arrived. Whatever is
+    /// left of it (usually just HTTP's end-of-body) is read and discarded, in a task of its
+    /// own if it has not arrived yet (at most 64 KiB, for at most 5 s), so the connection goes
+    /// back to its pool instead of being closed.
+    pub fn finish(mut self) {
+        let Some(lease) = self.lease.take() else {
+            return; // HTTP/2, or the end was already read
+        };
+        let mut body = self.body;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        // Usually the end is already here: no task needed.
+        loop {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(None) => return lease.release(),
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(_))) => return,
+                Poll::Pending => break,
+            }
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let drained = tokio::time::timeout(FINISH_MAX_WAIT, async {
+                let mut read = 0;
+                while let Some(frame) = body.frame().await {
+                    let Ok(frame) = frame else { return false };
+                    read += frame.data_ref().map_or(0, Bytes::len);
+                    if read > FINISH_MAX_BYTES {
+                        return false;
+                    }
+                }
+                true
+            })
+            .await;
+            if drained == Ok(true) {
+                lease.release();
+            }
+        });
     }
 }
 

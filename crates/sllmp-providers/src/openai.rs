@@ -1,9 +1,11 @@
 //! The OpenAI chat-completions provider, for OpenAI and every OpenAI-compatible server.
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use http::Uri;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
@@ -12,7 +14,7 @@ use sllmp_core::{
     Provider, Secret,
 };
 
-use crate::client::{Endpoint, HttpClient, HttpResponse};
+use crate::client::{BodyStream, Endpoint, HttpClient, HttpResponse};
 use crate::http::{status_error, transport_error};
 use crate::sse::SseStream;
 
@@ -255,23 +257,48 @@ impl Provider for OpenAi {
             let chunks = completion.to_chunks(true);
             return Ok(futures_util::stream::iter(chunks.into_iter().map(Ok)).boxed());
         }
-        let name = self.name.clone();
-        let events = SseStream::new(response.into_stream());
-        let chunks = events
-            .map(move |event| -> Option<Result<ChatChunk, Error>> {
-                let event = match event {
-                    Ok(event) => event,
-                    Err(err) => return Some(Err(transport_error(&name, err))),
-                };
-                if event.data == "[DONE]" {
-                    return None;
+        Ok(Box::pin(Chunks {
+            events: Some(SseStream::new(response.into_stream())),
+            provider: self.name.clone(),
+        }))
+    }
+}
+
+/// The chunks of an OpenAI stream: one per `data:` event, until `data: [DONE]`.
+///
+/// `[DONE]` ends the stream even if the body goes on; what follows it is read in the
+/// background so the connection can be reused ([`BodyStream::finish`]).
+struct Chunks {
+    /// `None` once `[DONE]` arrived.
+    events: Option<SseStream<BodyStream>>,
+    provider: String,
+}
+
+impl Stream for Chunks {
+    type Item = Result<ChatChunk, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(events) = this.events.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(events).poll_next(cx)) {
+            None => {
+                this.events = None;
+                Poll::Ready(None)
+            }
+            Some(Err(err)) => {
+                this.events = None;
+                Poll::Ready(Some(Err(transport_error(&this.provider, err))))
+            }
+            Some(Ok(event)) if event.data == "[DONE]" => {
+                if let Some(events) = this.events.take() {
+                    events.into_inner().finish();
                 }
-                Some(parse_chunk(&name, &event.data))
-            })
-            // `[DONE]` ends the stream even if the connection stays open.
-            .take_while(|item| std::future::ready(item.is_some()))
-            .filter_map(std::future::ready);
-        Ok(chunks.boxed())
+                Poll::Ready(None)
+            }
+            Some(Ok(event)) => Poll::Ready(Some(parse_chunk(&this.provider, &event.data))),
+        }
     }
 }
 

@@ -159,6 +159,11 @@ impl<S> SseStream<S> {
             done: false,
         }
     }
+
+    /// The byte stream back, for what remains of it after the events read so far.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S, E> Stream for SseStream<S>

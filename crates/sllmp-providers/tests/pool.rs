@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Uri};
+use sllmp_providers::sse::SseStream;
 use sllmp_providers::{Endpoint, HttpSettings, TransportErrorKind, http_client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +18,9 @@ enum AfterAnswer {
     /// Closes the socket without a `Connection: close` header, as servers whose
     /// keep-alive timeout expired do.
     Close,
+    /// Answers with a chunked body: one `data: [DONE]` event at once, the body's end
+    /// after this long (streaming servers end the body after their last event).
+    Chunked(Duration),
 }
 
 #[derive(Default)]
@@ -97,6 +101,21 @@ async fn serve(mut socket: TcpStream, after: AfterAnswer, seen: Arc<Mutex<Seen>>
             seen.heads.push(head);
             seen.heads.len()
         };
+        if let AfterAnswer::Chunked(end_after) = after {
+            let event = "data: [DONE]\n\n";
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+                event.len()
+            );
+            if socket.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(end_after).await;
+            if socket.write_all(b"0\r\n\r\n").await.is_err() {
+                return;
+            }
+            continue;
+        }
         let body = format!("{{\"n\":{n}}}");
         let answer = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -197,6 +216,45 @@ async fn concurrent_requests_open_connections_then_reuse_them() {
         opened,
         "no new connection once pooled"
     );
+}
+
+/// Reads a streamed answer up to its `[DONE]` event; then `finish`es it, or drops it.
+async fn stream_to_done(endpoint: &Endpoint, finish: bool) {
+    use futures_util::StreamExt;
+    let response = endpoint
+        .post(HeaderMap::new(), Bytes::from_static(b"{}"), None)
+        .await
+        .unwrap();
+    let mut events = SseStream::new(response.into_stream());
+    let event = events.next().await.unwrap().unwrap();
+    assert_eq!(event.data, "[DONE]");
+    if finish {
+        events.into_inner().finish();
+    }
+}
+
+#[tokio::test]
+async fn a_stream_finished_at_its_end_marker_keeps_its_connection() {
+    // The body's end arrives with the event, or 50 ms later (read in the background).
+    for end_after in [Duration::ZERO, Duration::from_millis(50)] {
+        let upstream = Upstream::start(AfterAnswer::Chunked(end_after)).await;
+        let endpoint = endpoint(&upstream, &HttpSettings::default());
+        stream_to_done(&endpoint, true).await;
+        tokio::time::sleep(end_after + Duration::from_millis(50)).await;
+        stream_to_done(&endpoint, true).await;
+        assert_eq!(upstream.connections(), 1, "end after {end_after:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_dropped_before_its_end_closes_its_connection() {
+    // Dropping is how a cancelled stream tells the upstream to stop generating.
+    let upstream = Upstream::start(AfterAnswer::Chunked(Duration::from_millis(50))).await;
+    let endpoint = endpoint(&upstream, &HttpSettings::default());
+    stream_to_done(&endpoint, false).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream_to_done(&endpoint, false).await;
+    assert_eq!(upstream.connections(), 2);
 }
 
 #[tokio::test]
