@@ -586,7 +586,13 @@ async fn hang_never_answers_until_the_mock_is_dropped() {
         .unwrap();
     assert!(outcome.is_err(), "{outcome:?}");
 
-    // And nothing listens any more.
+    // And nothing listens any more: the port can be bound again at once (and is held,
+    // not listening, so no other test's server can take it while we check).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_reuseaddr(true).unwrap();
+    socket
+        .bind(addr)
+        .expect("the mock's port is free once it is dropped");
     let refused = client()
         .get(format!("http://{addr}/health"))
         .timeout(Duration::from_secs(5))
