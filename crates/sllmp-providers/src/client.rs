@@ -56,12 +56,19 @@ impl HttpClient {
     ///
     /// If the platform's certificate verifier cannot be set up (no usable root store).
     pub fn new(settings: &HttpSettings) -> HttpClient {
+        HttpClient::with_tls(settings, tls_config())
+    }
+
+    /// A client that verifies upstream certificates with `tls` instead of the platform's
+    /// verifier: for upstreams behind a private certificate authority, or with client
+    /// certificates. The client sets the ALPN protocols itself (`http/1.1`, and `h2` when
+    /// [`HttpSettings::http2`] is on).
+    pub fn with_tls(settings: &HttpSettings, tls: rustls::ClientConfig) -> HttpClient {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(30)));
-        let tls = tls_config();
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
