@@ -2,10 +2,12 @@
 
 use sllmp_core::{ChatChunk, ChatRequest, Error};
 
-use crate::{Ctx, ErrorAction, Flow, HookSet, Middleware, Outcome, ResponseView, RetryWindow};
+use crate::{
+    AttemptRequest, Ctx, ErrorAction, Flow, HookSet, Middleware, Outcome, ResponseView, RetryWindow,
+};
 
 type RequestHook = Box<dyn FnMut(&mut Ctx, &mut ChatRequest) -> Result<Flow, Error> + Send>;
-type AttemptHook = Box<dyn FnMut(&mut Ctx, &mut ChatRequest) -> Result<(), Error> + Send>;
+type AttemptHook = Box<dyn FnMut(&mut Ctx, &mut AttemptRequest<'_>) -> Result<(), Error> + Send>;
 type ChunkHook = Box<dyn FnMut(&mut Ctx, &mut ChatChunk) -> Result<(), Error> + Send>;
 type ResponseHook = Box<dyn FnMut(&mut Ctx, ResponseView<'_>) -> Result<(), Error> + Send>;
 type ErrorHook = Box<dyn FnMut(&mut Ctx, &Error, RetryWindow) -> ErrorAction + Send>;
@@ -65,7 +67,7 @@ impl Hooks {
     /// Sets the `on_attempt` hook (before each provider call).
     pub fn on_attempt(
         mut self,
-        hook: impl FnMut(&mut Ctx, &mut ChatRequest) -> Result<(), Error> + Send + 'static,
+        hook: impl FnMut(&mut Ctx, &mut AttemptRequest<'_>) -> Result<(), Error> + Send + 'static,
     ) -> Hooks {
         self.attempt = Some(Box::new(hook));
         self
@@ -136,7 +138,11 @@ impl Middleware for Hooks {
         }
     }
 
-    async fn on_attempt(&mut self, ctx: &mut Ctx, req: &mut ChatRequest) -> Result<(), Error> {
+    async fn on_attempt(
+        &mut self,
+        ctx: &mut Ctx,
+        req: &mut AttemptRequest<'_>,
+    ) -> Result<(), Error> {
         match &mut self.attempt {
             Some(hook) => hook(ctx, req),
             None => Ok(()),

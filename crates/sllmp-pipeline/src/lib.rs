@@ -28,6 +28,7 @@
 //!
 #![doc = include_str!("../docs/phases.md")]
 
+mod attempt;
 mod builtin;
 mod ctx;
 mod hooks;
@@ -36,6 +37,7 @@ mod pipeline;
 
 /// The attribute for `impl Middleware` blocks (hooks are async trait methods).
 pub use async_trait::async_trait;
+pub use attempt::AttemptRequest;
 pub use builtin::{Retry, Validation};
 pub use ctx::{Ctx, TargetInfo};
 pub use hooks::Hooks;

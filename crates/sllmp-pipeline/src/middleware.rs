@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sllmp_core::{ChatChunk, ChatCompletion, ChatRequest, Completion, Error};
 
-use crate::Ctx;
+use crate::{AttemptRequest, Ctx};
 
 /// A request-scoped middleware: one instance per request, so its per-request state lives in
 /// `&mut self`. Every hook has a no-op default; implement the phases you need.
@@ -61,10 +61,15 @@ pub trait Middleware: Send + 'static {
         Ok(Flow::Continue)
     }
 
-    /// Before each attempt of the provider call, on a fresh copy of the request as
-    /// `on_request` left it: re-route, re-key, start an attempt span. `req.model` is still
-    /// `provider:model` here.
-    async fn on_attempt(&mut self, ctx: &mut Ctx, req: &mut ChatRequest) -> Result<(), Error> {
+    /// Before each attempt of the provider call, on the request as `on_request` left it:
+    /// re-route, re-key, start an attempt span. A write makes this attempt's own copy
+    /// ([`AttemptRequest`]), so every attempt starts from the same request. `req.model` is
+    /// still `provider:model` here.
+    async fn on_attempt(
+        &mut self,
+        ctx: &mut Ctx,
+        req: &mut AttemptRequest<'_>,
+    ) -> Result<(), Error> {
         let _ = (ctx, req);
         Ok(())
     }

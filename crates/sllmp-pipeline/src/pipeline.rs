@@ -8,13 +8,15 @@ use std::task::{Context, Poll};
 
 use futures_util::{FutureExt, StreamExt};
 use sllmp_core::{
-    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, StreamAssembler,
-    StreamOptions, Usage, estimate_prompt_tokens, estimate_tokens,
+    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, Provider,
+    StreamAssembler, StreamOptions, Usage, estimate_prompt_tokens, estimate_tokens,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ctx::TargetInfo;
-use crate::{Ctx, ErrorAction, Flow, HookSet, Middleware, Outcome, ResponseView, RetryWindow};
+use crate::{
+    AttemptRequest, Ctx, ErrorAction, Flow, HookSet, Middleware, Outcome, ResponseView, RetryWindow,
+};
 
 /// Builds the pipeline of each request: the Python original's `pipeline_factory`.
 ///
@@ -443,7 +445,7 @@ impl Driver {
                 Box::pin(self.respond_short_circuit(response, streaming, head)).await;
                 return;
             }
-            Ok(None) => Box::pin(self.attempt_loop(&req, streaming, Some(&mut head))).await,
+            Ok(None) => Box::pin(self.attempt_loop(&mut req, streaming, Some(&mut head))).await,
             Err(err) => {
                 self.observe_error(&err).await;
                 Err(Stop::Error(err))
@@ -535,7 +537,7 @@ impl Driver {
     /// reached, or the client leaves. For streams, success means the first chunk arrived.
     async fn attempt_loop(
         &mut self,
-        base: &ChatRequest,
+        base: &mut ChatRequest,
         streaming: bool,
         mut head: Option<&mut HeadSender>,
     ) -> Result<Answer, Stop> {
@@ -565,31 +567,49 @@ impl Driver {
         }
     }
 
-    async fn attempt(&mut self, base: &ChatRequest, streaming: bool) -> Result<Answer, Error> {
-        let mut req = base.clone();
+    /// One attempt: `on_attempt` hooks, routing, the provider call. The provider borrows
+    /// the request itself unless a hook wrote to it ([`AttemptRequest`]).
+    async fn attempt(&mut self, base: &mut ChatRequest, streaming: bool) -> Result<Answer, Error> {
+        let mut view = AttemptRequest::new(base);
         for middleware in declaring(&mut self.middleware, HookSet::ATTEMPT) {
             let name = middleware.name();
-            guard(name, middleware.on_attempt(&mut self.ctx, &mut req)).await??;
+            guard(name, middleware.on_attempt(&mut self.ctx, &mut view)).await??;
         }
-        let target = self.ctx.providers().resolve(&req.model)?;
+        let copy = view.into_copy();
+        let model = copy.as_ref().map_or(&base.model, |copy| &copy.model);
+        let target = self.ctx.providers().resolve(model)?;
         self.ctx.target = Some(TargetInfo {
             provider: target.provider_name.clone(),
             model: target.model.clone(),
         });
-        req.model = target.model;
-        // Client metadata is for the proxy; providers never see it.
-        req.metadata = None;
         let provider = target.provider;
         let provider_name = target.provider_name;
+        match copy {
+            Some(mut copy) => {
+                route(&mut copy, target.model, streaming);
+                self.call(&provider, &provider_name, &copy, streaming).await
+            }
+            None => {
+                // Routing changes a few fields of the request itself for this call; `Routed`
+                // puts them back when dropped (the call cancelled included), so a retry
+                // starts from the request as `on_request` left it.
+                let routed = Routed::new(base, target.model, streaming);
+                self.call(&provider, &provider_name, &routed, streaming)
+                    .await
+            }
+        }
+    }
+
+    async fn call(
+        &mut self,
+        provider: &Arc<dyn Provider>,
+        provider_name: &str,
+        req: &ChatRequest,
+        streaming: bool,
+    ) -> Result<Answer, Error> {
         if streaming {
-            // Always ask for usage so every stream is accounted for; the chunk the client did
-            // not ask for is dropped before it reaches them.
-            req.stream = Some(true);
-            req.stream_options
-                .get_or_insert_with(StreamOptions::default)
-                .include_usage = Some(true);
-            let mut rest = guard(&provider_name, provider.chat_stream(req)).await??;
-            let first = match guard(&provider_name, rest.next()).await? {
+            let mut rest = guard(provider_name, provider.chat_stream(req)).await??;
+            let first = match guard(provider_name, rest.next()).await? {
                 Some(first) => Some(Box::new(first?)),
                 None => None,
             };
@@ -597,7 +617,7 @@ impl Driver {
             Ok(Answer::Stream { first, rest })
         } else {
             Ok(Answer::Complete(
-                guard(&provider_name, provider.chat(req)).await??,
+                guard(provider_name, provider.chat(req)).await??,
             ))
         }
     }
@@ -791,9 +811,111 @@ fn estimate_usage(req: &ChatRequest, response: &ChatCompletion) -> Usage {
     Usage::new(estimate_prompt_tokens(req), completion)
 }
 
+/// The fields routing changes in a request for one attempt, as they were.
+struct Replaced {
+    model: String,
+    metadata: Option<sllmp_core::JsonMap>,
+    stream: Option<bool>,
+    /// `None` when the request had no `stream_options`; else its `include_usage`.
+    include_usage: Option<Option<bool>>,
+}
+
+/// Routes `req` for one call: the provider's own model name, no client metadata (it is for
+/// the proxy), and for streams `stream: true` with usage asked for, so every stream is
+/// accounted for (the usage chunk the client did not ask for is dropped before it reaches
+/// them). Returns what it replaced.
+fn route(req: &mut ChatRequest, model: String, streaming: bool) -> Replaced {
+    let replaced = Replaced {
+        model: std::mem::replace(&mut req.model, model),
+        metadata: req.metadata.take(),
+        stream: req.stream,
+        include_usage: req.stream_options.as_ref().map(|o| o.include_usage),
+    };
+    if streaming {
+        req.stream = Some(true);
+        req.stream_options
+            .get_or_insert_with(StreamOptions::default)
+            .include_usage = Some(true);
+    }
+    replaced
+}
+
+/// The request itself, routed for one call; dropping it puts back what routing replaced.
+struct Routed<'a> {
+    req: &'a mut ChatRequest,
+    replaced: Option<Replaced>,
+}
+
+impl<'a> Routed<'a> {
+    fn new(req: &'a mut ChatRequest, model: String, streaming: bool) -> Routed<'a> {
+        let replaced = route(req, model, streaming);
+        Routed {
+            req,
+            replaced: Some(replaced),
+        }
+    }
+}
+
+impl std::ops::Deref for Routed<'_> {
+    type Target = ChatRequest;
+
+    fn deref(&self) -> &ChatRequest {
+        self.req
+    }
+}
+
+impl Drop for Routed<'_> {
+    fn drop(&mut self) {
+        let Some(replaced) = self.replaced.take() else {
+            return;
+        };
+        self.req.model = replaced.model;
+        self.req.metadata = replaced.metadata;
+        self.req.stream = replaced.stream;
+        match replaced.include_usage {
+            None => self.req.stream_options = None,
+            Some(include_usage) => {
+                if let Some(options) = &mut self.req.stream_options {
+                    options.include_usage = include_usage;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routing_the_request_itself_is_undone_when_the_call_ends() {
+        let with_options: ChatRequest = serde_json::from_value(serde_json::json!({
+            "model": "openai:gpt-4o", "messages": [], "stream": true,
+            "stream_options": {"include_usage": false}, "metadata": {"feature": "x"}
+        }))
+        .unwrap();
+        let plain: ChatRequest =
+            serde_json::from_value(serde_json::json!({"model": "openai:gpt-4o", "messages": []}))
+                .unwrap();
+        for original in [with_options, plain] {
+            for streaming in [false, true] {
+                let mut req = original.clone();
+                {
+                    let routed = Routed::new(&mut req, "gpt-4o".into(), streaming);
+                    assert_eq!(routed.model, "gpt-4o");
+                    assert_eq!(routed.metadata, None);
+                    if streaming {
+                        assert_eq!(routed.stream, Some(true));
+                        assert_eq!(
+                            routed.stream_options.as_ref().unwrap().include_usage,
+                            Some(true)
+                        );
+                    }
+                }
+                assert_eq!(req, original, "streaming: {streaming}");
+            }
+        }
+    }
 
     /// An open stream keeps its task's future, the boxed stream phase and the boxed driver
     /// for as long as it lasts: 1 000 streams multiply them by 1 000. The bounds are loose

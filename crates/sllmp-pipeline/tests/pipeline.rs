@@ -13,8 +13,8 @@ use sllmp_core::{
     Provider, ProviderRegistry,
 };
 use sllmp_pipeline::{
-    Ctx, ErrorAction, Flow, HookSet, Hooks, Middleware, Outcome, Output, Pipeline, ResponseView,
-    Retry, RetryWindow, StreamItem, Validation,
+    AttemptRequest, Ctx, ErrorAction, Flow, HookSet, Hooks, Middleware, Outcome, Output, Pipeline,
+    ResponseView, Retry, RetryWindow, StreamItem, Validation,
 };
 
 #[allow(clippy::large_enum_variant)]
@@ -47,8 +47,8 @@ impl Provider for Shared {
         "scripted"
     }
 
-    async fn chat(&self, req: ChatRequest) -> Result<Completion, Error> {
-        self.0.calls.lock().unwrap().push(req);
+    async fn chat(&self, req: &ChatRequest) -> Result<Completion, Error> {
+        self.0.calls.lock().unwrap().push(req.clone());
         let script = self.0.scripts.lock().unwrap().pop_front();
         match script.expect("a script") {
             Script::Complete(resp) => Ok(resp.into()),
@@ -61,8 +61,8 @@ impl Provider for Shared {
         }
     }
 
-    async fn chat_stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
-        self.0.calls.lock().unwrap().push(req);
+    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream, Error> {
+        self.0.calls.lock().unwrap().push(req.clone());
         match self
             .0
             .scripts
@@ -289,6 +289,34 @@ async fn hooks_run_in_onion_order_and_complete_once() {
     let sent = setup.provider.calls.lock().unwrap()[0].clone();
     assert_eq!(sent.model, "m");
     assert_eq!(sent.metadata, None);
+}
+
+#[tokio::test]
+async fn an_attempt_hook_that_writes_changes_only_its_own_attempt() {
+    let setup = Setup::new(vec![
+        Script::Fail(unavailable()),
+        Script::Complete(completion("hi")),
+    ]);
+    let req = request(false);
+    let mut pipeline = setup.pipeline(&req);
+    pipeline.add(fast_retry());
+    pipeline.add(Hooks::new("first_attempt_cold").on_attempt(|ctx, req| {
+        if ctx.attempt() == 1 {
+            req.temperature = Some(0.0);
+        }
+        Ok(())
+    }));
+    pipeline.run(req).await.unwrap();
+    let calls = setup.provider.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    // The first attempt sent the hook's copy; the second started from the request again.
+    assert_eq!(calls[0].temperature, Some(0.0));
+    assert_eq!(calls[1].temperature, None);
+    for sent in &calls {
+        assert_eq!(sent.model, "m");
+        assert_eq!(sent.metadata, None);
+        assert_eq!(sent.messages, [Message::new("user", "hello")]);
+    }
 }
 
 #[tokio::test]
@@ -639,7 +667,7 @@ impl Middleware for OnlyComplete {
         Ok(Flow::Continue)
     }
 
-    async fn on_attempt(&mut self, _: &mut Ctx, _: &mut ChatRequest) -> Result<(), Error> {
+    async fn on_attempt(&mut self, _: &mut Ctx, _: &mut AttemptRequest<'_>) -> Result<(), Error> {
         self.called("attempt");
         Ok(())
     }

@@ -21,7 +21,7 @@ use sllmp_core::{
 /// use sllmp_providers::Mock;
 ///
 /// let req = ChatRequest { model: "echo".into(), messages: vec![Message::new("user", "Hello!")], ..Default::default() };
-/// let answer = Mock::new("mock").chat(req).await.unwrap();
+/// let answer = Mock::new("mock").chat(&req).await.unwrap();
 /// assert_eq!(answer.choices[0].message.text(), "Hello!");
 /// assert_eq!(answer.usage.as_ref().unwrap().completion_tokens, 2);
 /// # }
@@ -81,12 +81,12 @@ impl Provider for Mock {
         vec!["echo".to_string()]
     }
 
-    async fn chat(&self, req: ChatRequest) -> Result<Completion, Error> {
-        Ok(self.answer(&req).into())
+    async fn chat(&self, req: &ChatRequest) -> Result<Completion, Error> {
+        Ok(self.answer(req).into())
     }
 
-    async fn chat_stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
-        let chunks = self.answer(&req).to_chunks(req.wants_stream_usage());
+    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream, Error> {
+        let chunks = self.answer(req).to_chunks(req.wants_stream_usage());
         Ok(futures_util::stream::iter(chunks.into_iter().map(Ok)).boxed())
     }
 }

@@ -229,8 +229,8 @@ impl Provider for OpenAi {
         &self.name
     }
 
-    async fn chat(&self, req: ChatRequest) -> Result<Completion, Error> {
-        let response = self.send(&req, false).await?;
+    async fn chat(&self, req: &ChatRequest) -> Result<Completion, Error> {
+        let response = self.send(req, false).await?;
         let body = response
             .bytes()
             .await
@@ -239,8 +239,8 @@ impl Provider for OpenAi {
         Completion::from_json(body).map_err(|e| self.invalid("completion", e))
     }
 
-    async fn chat_stream(&self, req: ChatRequest) -> Result<ChunkStream, Error> {
-        let response = self.send(&req, true).await?;
+    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream, Error> {
+        let response = self.send(req, true).await?;
         let is_json = response
             .headers()
             .get(CONTENT_TYPE)

@@ -64,9 +64,9 @@
 
 pub use sllmp_core::*;
 pub use sllmp_pipeline::{
-    Ctx, ErrorAction, Flow, HookSet, Hooks, Middleware, Outcome, Output, Pipeline, PipelineFactory,
-    ResponseStream, ResponseView, Retry, RetryWindow, Running, Settings, StreamItem, TargetInfo,
-    Validation, async_trait,
+    AttemptRequest, Ctx, ErrorAction, Flow, HookSet, Hooks, Middleware, Outcome, Output, Pipeline,
+    PipelineFactory, ResponseStream, ResponseView, Retry, RetryWindow, Running, Settings,
+    StreamItem, TargetInfo, Validation, async_trait,
 };
 
 /// The per-request pipeline (all of `sllmp-pipeline`).

@@ -46,7 +46,7 @@ impl Middleware for CallTimer {
     async fn on_attempt(
         &mut self,
         _ctx: &mut Ctx,
-        _req: &mut sllmp::ChatRequest,
+        _req: &mut sllmp::AttemptRequest<'_>,
     ) -> Result<(), sllmp::Error> {
         self.started = Some(Instant::now());
         Ok(())

@@ -24,7 +24,7 @@ pub(crate) const BENCHES: [(&str, &str, &str); 7] = [
     (
         "request",
         "reference_clone",
-        "reference: one `ChatRequest::clone` of it (the pipeline clones the request twice per request)",
+        "reference: one `ChatRequest::clone` of it (what an attempt costs when an `on_attempt` hook writes to the request; reads copy nothing)",
     ),
     (
         "sse_reader",
