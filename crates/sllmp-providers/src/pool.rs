@@ -5,13 +5,16 @@
 //! connection: HTTP/1.1 cannot skip the rest). With HTTP/2 negotiated, one connection is
 //! shared by every request. Providers hold their origin's pool (an [`Endpoint`]), so a request
 //! finds it without a lookup; idle connections are reused newest first, and dropped when the
-//! upstream has closed them or when they have been idle longer than the idle timeout.
+//! upstream has closed them or when they have been idle longer than the idle timeout (a
+//! task per pool closes those while there are idle connections, so a pool left alone
+//! after a burst does not keep its connections open).
 //!
 //! [`Endpoint`]: crate::Endpoint
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,6 +50,8 @@ pub(crate) struct Pool {
     idle: Mutex<VecDeque<Idle>>,
     /// The HTTP/2 connection, once one was negotiated.
     h2: Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
+    /// Whether the task closing connections idle past the timeout runs.
+    reaping: AtomicBool,
     shared: Arc<Shared>,
 }
 
@@ -102,6 +107,7 @@ impl Pool {
             host,
             idle: Mutex::new(VecDeque::new()),
             h2: Mutex::new(None),
+            reaping: AtomicBool::new(false),
             shared,
         })
     }
@@ -178,20 +184,29 @@ impl Pool {
         None
     }
 
-    fn put(&self, sender: http1::SendRequest<Full<Bytes>>) {
+    fn put(self: &Arc<Self>, sender: http1::SendRequest<Full<Bytes>>) {
         if sender.is_closed() {
             return;
         }
         let now = Instant::now();
         let mut idle = lock(&self.idle);
-        // The oldest are at the front: drop those past the timeout (closing them).
+        self.evict_expired(&mut idle, now);
+        idle.push_back(Idle { sender, since: now });
+        if !self.reaping.swap(true, Ordering::Relaxed)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(reap(Arc::downgrade(self), self.shared.idle_timeout));
+        }
+    }
+
+    /// Drops (closing them) the idle connections past the timeout: the oldest, at the front.
+    fn evict_expired(&self, idle: &mut VecDeque<Idle>, now: Instant) {
         while idle
             .front()
             .is_some_and(|entry| now.duration_since(entry.since) >= self.shared.idle_timeout)
         {
             idle.pop_front();
         }
-        idle.push_back(Idle { sender, since: now });
     }
 
     fn h2_sender(&self) -> Option<http2::SendRequest<Full<Bytes>>> {
@@ -241,6 +256,29 @@ impl Pool {
             }
         });
         Ok(Connected::H1(sender))
+    }
+}
+
+/// Closes `pool`'s connections idle past `timeout`, checking as the oldest expires, until the
+/// pool has no idle connection left (the next `put` starts it again) or is dropped.
+async fn reap(pool: Weak<Pool>, timeout: Duration) {
+    let mut wait = timeout;
+    loop {
+        tokio::time::sleep(wait).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut idle = lock(&pool.idle);
+        pool.evict_expired(&mut idle, now);
+        match idle.front() {
+            Some(oldest) => wait = timeout.saturating_sub(now.duration_since(oldest.since)),
+            None => {
+                // Under the lock, so a `put` after this sees `false` and starts a new task.
+                pool.reaping.store(false, Ordering::Relaxed);
+                return;
+            }
+        }
     }
 }
 

@@ -26,6 +26,8 @@ enum AfterAnswer {
 #[derive(Default)]
 struct Seen {
     connections: usize,
+    /// Connections the client closed (or the server dropped).
+    closed: usize,
     heads: Vec<String>,
 }
 
@@ -44,7 +46,11 @@ impl Upstream {
             loop {
                 let (socket, _) = listener.accept().await.unwrap();
                 shared.lock().unwrap().connections += 1;
-                tokio::spawn(serve(socket, after, Arc::clone(&shared)));
+                let seen = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    serve(socket, after, Arc::clone(&seen)).await;
+                    seen.lock().unwrap().closed += 1;
+                });
             }
         });
         Upstream {
@@ -57,6 +63,10 @@ impl Upstream {
 
     fn connections(&self) -> usize {
         self.seen.lock().unwrap().connections
+    }
+
+    fn closed(&self) -> usize {
+        self.seen.lock().unwrap().closed
     }
 
     fn heads(&self) -> Vec<String> {
@@ -282,6 +292,28 @@ async fn connections_idle_past_the_timeout_are_not_reused() {
     tokio::time::sleep(Duration::from_millis(120)).await;
     post(&endpoint).await;
     assert_eq!(upstream.connections(), 2);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_timeout_without_further_requests() {
+    let upstream = Upstream::start(AfterAnswer::KeepOpen).await;
+    let settings = HttpSettings {
+        pool_idle_timeout: Duration::from_millis(50),
+        ..HttpSettings::default()
+    };
+    let endpoint = endpoint(&upstream, &settings);
+    futures_util::future::join_all((0..3).map(|_| post(&endpoint))).await;
+    let opened = upstream.connections();
+    assert_eq!(upstream.closed(), 0);
+    // No request after this: the pool's own task closes them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while upstream.closed() < opened && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(upstream.closed(), opened);
+    // And the pool still works afterwards.
+    post(&endpoint).await;
+    assert_eq!(upstream.connections(), opened + 1);
 }
 
 #[tokio::test]
