@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -236,11 +237,7 @@ impl Pool {
                 .handshake(io)
                 .await
                 .map_err(handshake_failed)?;
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::debug!(error = %err, "upstream HTTP/2 connection ended");
-                }
-            });
+            run_connection(connection);
             *lock(&self.h2) = Some(sender.clone());
             return Ok(Connected::H2(sender));
         }
@@ -250,13 +247,21 @@ impl Pool {
             .handshake(io)
             .await
             .map_err(handshake_failed)?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "upstream connection ended");
-            }
-        });
+        run_connection(connection);
         Ok(Connected::H1(sender))
     }
+}
+
+/// Runs a connection's I/O in a task of its own until it closes.
+fn run_connection<F>(connection: F)
+where
+    F: Future<Output = hyper::Result<()>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "upstream connection ended");
+        }
+    });
 }
 
 /// Closes `pool`'s connections idle past `timeout`, checking as the oldest expires, until the
