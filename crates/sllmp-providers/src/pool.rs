@@ -193,10 +193,15 @@ impl Pool {
         let mut idle = lock(&self.idle);
         self.evict_expired(&mut idle, now);
         idle.push_back(Idle { sender, since: now });
-        if !self.reaping.swap(true, Ordering::Relaxed)
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(reap(Arc::downgrade(self), self.shared.idle_timeout));
+        if !self.reaping.swap(true, Ordering::Relaxed) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(reap(Arc::downgrade(self), self.shared.idle_timeout));
+                }
+                // Outside a runtime (no I/O can happen there either): the next `put` inside
+                // one starts the task.
+                Err(_) => self.reaping.store(false, Ordering::Relaxed),
+            }
         }
     }
 

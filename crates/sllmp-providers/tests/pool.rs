@@ -250,7 +250,8 @@ async fn a_stream_finished_at_its_end_marker_keeps_its_connection() {
         let upstream = Upstream::start(AfterAnswer::Chunked(end_after)).await;
         let endpoint = endpoint(&upstream, &HttpSettings::default());
         stream_to_done(&endpoint, true).await;
-        tokio::time::sleep(end_after + Duration::from_millis(50)).await;
+        // Time for the end to arrive and be read in the background, even on a busy machine.
+        tokio::time::sleep(end_after + Duration::from_millis(250)).await;
         stream_to_done(&endpoint, true).await;
         assert_eq!(upstream.connections(), 1, "end after {end_after:?}");
     }
@@ -262,7 +263,12 @@ async fn a_stream_dropped_before_its_end_closes_its_connection() {
     let upstream = Upstream::start(AfterAnswer::Chunked(Duration::from_millis(50))).await;
     let endpoint = endpoint(&upstream, &HttpSettings::default());
     stream_to_done(&endpoint, false).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The upstream sees its connection closed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while upstream.closed() < 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(upstream.closed(), 1);
     stream_to_done(&endpoint, false).await;
     assert_eq!(upstream.connections(), 2);
 }
@@ -272,8 +278,8 @@ async fn a_connection_the_upstream_closed_is_replaced() {
     let upstream = Upstream::start(AfterAnswer::Close).await;
     let endpoint = endpoint(&upstream, &HttpSettings::default());
     assert_eq!(post(&endpoint).await, "{\"n\":1}");
-    // Give the client's connection task time to see the close.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Give the client's connection task time to see the close, even on a busy machine.
+    tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(post(&endpoint).await, "{\"n\":2}");
     assert_eq!(upstream.connections(), 2);
 }
@@ -281,15 +287,16 @@ async fn a_connection_the_upstream_closed_is_replaced() {
 #[tokio::test]
 async fn connections_idle_past_the_timeout_are_not_reused() {
     let upstream = Upstream::start(AfterAnswer::KeepOpen).await;
+    // Long enough that the first two requests never straddle it, even on a busy machine.
     let settings = HttpSettings {
-        pool_idle_timeout: Duration::from_millis(50),
+        pool_idle_timeout: Duration::from_millis(500),
         ..HttpSettings::default()
     };
     let endpoint = endpoint(&upstream, &settings);
     post(&endpoint).await;
     post(&endpoint).await;
     assert_eq!(upstream.connections(), 1);
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     post(&endpoint).await;
     assert_eq!(upstream.connections(), 2);
 }
