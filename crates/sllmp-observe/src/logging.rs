@@ -33,7 +33,11 @@ pub fn init_logging(file: Option<&Path>, format: LogFormat) -> std::io::Result<L
             Box::new(File::options().create(true).append(true).open(path)?),
             false,
         ),
-        None => (Box::new(std::io::stderr()), true),
+        // Colours only for a terminal: not in a file or a pipe stderr was redirected to.
+        None => (
+            Box::new(std::io::stderr()),
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ),
     };
     let (writer, guard) = BatchWriter::spawn(out, Duration::from_millis(100), 16 << 20);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
