@@ -304,8 +304,9 @@ async fn connections_idle_past_the_timeout_are_not_reused() {
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_timeout_without_further_requests() {
     let upstream = Upstream::start(AfterAnswer::KeepOpen).await;
+    // Long enough that none is closed before the check right after the requests.
     let settings = HttpSettings {
-        pool_idle_timeout: Duration::from_millis(50),
+        pool_idle_timeout: Duration::from_millis(300),
         ..HttpSettings::default()
     };
     let endpoint = endpoint(&upstream, &settings);
