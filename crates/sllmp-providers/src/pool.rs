@@ -177,8 +177,9 @@ impl Pool {
     /// The newest idle connection still open and not past the idle timeout.
     fn take_idle(&self) -> Option<http1::SendRequest<Full<Bytes>>> {
         let mut idle = lock(&self.idle);
+        self.evict_expired(&mut idle, Instant::now());
         while let Some(entry) = idle.pop_back() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < self.shared.idle_timeout {
+            if !entry.sender.is_closed() {
                 return Some(entry.sender);
             }
         }

@@ -69,6 +69,14 @@ impl Upstream {
         self.seen.lock().unwrap().closed
     }
 
+    /// Waits (at most 5 s) until `n` connections were closed.
+    async fn wait_closed(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.closed() < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn heads(&self) -> Vec<String> {
         self.seen.lock().unwrap().heads.clone()
     }
@@ -264,10 +272,7 @@ async fn a_stream_dropped_before_its_end_closes_its_connection() {
     let endpoint = endpoint(&upstream, &HttpSettings::default());
     stream_to_done(&endpoint, false).await;
     // The upstream sees its connection closed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while upstream.closed() < 1 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    upstream.wait_closed(1).await;
     assert_eq!(upstream.closed(), 1);
     stream_to_done(&endpoint, false).await;
     assert_eq!(upstream.connections(), 2);
@@ -314,10 +319,7 @@ async fn idle_connections_are_closed_after_the_timeout_without_further_requests(
     let opened = upstream.connections();
     assert_eq!(upstream.closed(), 0);
     // No request after this: the pool's own task closes them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while upstream.closed() < opened && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    upstream.wait_closed(opened).await;
     assert_eq!(upstream.closed(), opened);
     // And the pool still works afterwards.
     post(&endpoint).await;
