@@ -74,6 +74,68 @@ async fn forwards_the_request_with_unknown_fields_and_without_metadata() {
     );
 }
 
+/// A request no middleware wrote to reaches the upstream as the client wrote it: number
+/// spellings, escapes and field order kept; only the routed members rewritten.
+#[tokio::test]
+async fn forwards_the_clients_bytes_with_the_routed_members_rewritten() {
+    let upstream = MockUpstream::start().await;
+    let server = proxy(&upstream, None).await;
+    let client = r#"{"model": "openai:gpt-4o", "temperature": 0.50, "messages": [{"role": "user", "content": "caf\u00e9"}], "metadata": {"feature": "chat"}, "seed": 12345678901234567890}"#;
+    let answer = server
+        .post_raw("/v1/chat/completions", client.into(), &[])
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let seen = upstream.requests();
+    assert_eq!(
+        seen[0].raw_body,
+        r#"{"model":"gpt-4o","temperature": 0.50,"messages": [{"role": "user", "content": "caf\u00e9"}],"seed": 12345678901234567890}"#
+    );
+
+    // A stream asks for usage in a member added at the end.
+    upstream.enqueue(Reply::sse(vec![
+        Frame::data(json!({
+            "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
+            "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]
+        })),
+        Frame::done(),
+    ]));
+    let client =
+        r#"{"model":"openai:gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let answer = server
+        .post_raw("/v1/chat/completions", client.into(), &[])
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        upstream.requests()[1].raw_body,
+        r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":true}}"#
+    );
+}
+
+/// A request a middleware wrote to reaches the upstream as the middleware left it, encoded.
+#[tokio::test]
+async fn a_rewritten_request_is_encoded_from_the_value() {
+    let upstream = MockUpstream::start().await;
+    let server =
+        Server::new(upstream_providers(&upstream, |_| {})).pipeline(|pipeline: &mut Pipeline| {
+            pipeline.add(Hooks::new("cap_temperature").on_request(|_, req| {
+                if req.temperature.is_some_and(|t| t > 1.0) {
+                    req.temperature = Some(1.0);
+                }
+                Ok(sllmp::Flow::Continue)
+            }));
+        });
+    let server = TestServer::start(server).await;
+    let client = r#"{"temperature": 1.50, "model": "openai:gpt-4o", "messages": [{"role": "user", "content": "caf\u00e9"}]}"#;
+    let answer = server
+        .post_raw("/v1/chat/completions", client.into(), &[])
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        upstream.requests()[0].raw_body,
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"café"}],"temperature":1.0}"#
+    );
+}
+
 /// OpenAI's own layout: pretty-printed, its field order, fields SLLMP does not model.
 const OPENAI_ANSWER: &str = r#"{
   "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",

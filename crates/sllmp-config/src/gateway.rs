@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sllmp_core::{ChatRequest, Error, ModelInfo, ProviderRegistry, Secret};
+use sllmp_core::{Error, ModelInfo, ProviderRegistry, Request, Secret};
 use sllmp_observe::RequestLog;
 use sllmp_pipeline::{Ctx, Flow, HookSet, Middleware, Pipeline, PipelineFactory, Retry};
 use sllmp_providers::{DEFAULT_API_BASE, HttpClient, PROVIDER_TYPES};
@@ -251,7 +251,7 @@ impl Middleware for SelectFeature {
         HookSet::REQUEST
     }
 
-    async fn on_request(&mut self, ctx: &mut Ctx, req: &mut ChatRequest) -> Result<Flow, Error> {
+    async fn on_request(&mut self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, Error> {
         let inner = &self.gateway.inner;
         let header = ctx
             .headers()
@@ -265,7 +265,8 @@ impl Middleware for SelectFeature {
         ctx.set_feature(feature.name.clone());
         ctx.set_providers(Arc::clone(&runtime.providers));
         if let Some(model) = &runtime.model {
-            req.model.clone_from(model);
+            // The model is rewritten on the way upstream anyway: the client's bytes stay.
+            req.set_model(model.as_str());
         }
         Ok(Flow::Continue)
     }

@@ -27,7 +27,9 @@ mod completion;
 mod error;
 mod open_struct;
 mod provider;
+mod request;
 mod secret;
+mod splice;
 
 pub use assemble::{StreamAssembler, estimate_prompt_tokens, estimate_tokens};
 pub use chat::{
@@ -37,6 +39,7 @@ pub use chat::{
 pub use completion::Completion;
 pub use error::{Error, ErrorBody, ErrorKind};
 pub use provider::{ChunkStream, ModelInfo, Provider, ProviderRegistry, Target};
+pub use request::{Request, Routed, UpstreamRequest};
 pub use secret::Secret;
 
 /// A JSON object: the type of every `extra` map.

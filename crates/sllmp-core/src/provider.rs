@@ -8,17 +8,20 @@ use std::sync::Arc;
 
 use futures_core::Stream;
 
-use crate::{ChatChunk, ChatRequest, Completion, Error};
+use crate::{ChatChunk, Completion, Error, UpstreamRequest};
 
 /// The chunks of a streamed completion. Dropping it stops the upstream call.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
 
 /// An LLM backend behind the OpenAI-shaped interface.
 ///
-/// A provider receives a [`ChatRequest`] whose `model` is already the provider's own model
-/// name (`gpt-4o`, not `openai:gpt-4o`) and returns OpenAI-shaped answers, translating both
-/// ways when its API differs. It borrows the request: the pipeline keeps it for a retry, and
-/// no provider needs to own it to encode its own wire format. Errors are mapped onto [`crate::ErrorKind`]'s provider kinds.
+/// A provider receives an [`UpstreamRequest`]: a [`ChatRequest`](crate::ChatRequest) whose
+/// `model` is already the provider's own model name (`gpt-4o`, not `openai:gpt-4o`), with
+/// the client's bytes when no middleware changed the request. It returns OpenAI-shaped
+/// answers, translating both ways when its API differs. A provider speaking OpenAI's format
+/// sends [`UpstreamRequest::to_json`] (the client's bytes with the routed fields rewritten);
+/// others translate the value. It borrows the request: the pipeline keeps it for a retry.
+/// Errors are mapped onto [`crate::ErrorKind`]'s provider kinds.
 ///
 /// When a stream was asked for, the pipeline sets `stream_options.include_usage` so that a
 /// provider reports the usage of every stream in its last chunk.
@@ -37,11 +40,11 @@ pub trait Provider: Send + Sync + 'static {
     /// [`Completion::from_json`], so that the client gets those bytes as they came while no
     /// middleware changes the answer; a translating provider returns its
     /// [`ChatCompletion`](crate::ChatCompletion) `.into()` a [`Completion`].
-    async fn chat(&self, req: &ChatRequest) -> Result<Completion, Error>;
+    async fn chat(&self, req: &UpstreamRequest<'_>) -> Result<Completion, Error>;
 
     /// A streamed completion. Errors before the first chunk are returned here; errors
     /// later are items of the stream.
-    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream, Error>;
+    async fn chat_stream(&self, req: &UpstreamRequest<'_>) -> Result<ChunkStream, Error>;
 }
 
 /// A model listed on `GET /v1/models`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 use sllmp_core::{
     ChatCompletion, ChatRequest, ChunkStream, Completion, Error, ErrorKind, Provider,
-    ProviderRegistry,
+    ProviderRegistry, UpstreamRequest,
 };
 use sllmp_observe::{LineFormat, RequestLog};
 use sllmp_pipeline::{Ctx, Pipeline};
@@ -68,7 +68,7 @@ impl Provider for Fixed {
         "fixed"
     }
 
-    async fn chat(&self, _req: &ChatRequest) -> Result<Completion, Error> {
+    async fn chat(&self, _req: &UpstreamRequest<'_>) -> Result<Completion, Error> {
         if self.fail {
             return Err(Error::new(
                 ErrorKind::ProviderUnavailable,
@@ -84,7 +84,7 @@ impl Provider for Fixed {
         Ok(answer.into())
     }
 
-    async fn chat_stream(&self, _req: &ChatRequest) -> Result<ChunkStream, Error> {
+    async fn chat_stream(&self, _req: &UpstreamRequest<'_>) -> Result<ChunkStream, Error> {
         unreachable!("the tests ask for no stream")
     }
 }

@@ -1,12 +1,12 @@
 //! [`Hooks`]: a middleware made of closures, for small jobs and tests.
 
-use sllmp_core::{ChatChunk, ChatRequest, Error};
+use sllmp_core::{ChatChunk, Error, Request};
 
 use crate::{
     AttemptRequest, Ctx, ErrorAction, Flow, HookSet, Middleware, Outcome, ResponseView, RetryWindow,
 };
 
-type RequestHook = Box<dyn FnMut(&mut Ctx, &mut ChatRequest) -> Result<Flow, Error> + Send>;
+type RequestHook = Box<dyn FnMut(&mut Ctx, &mut Request) -> Result<Flow, Error> + Send>;
 type AttemptHook = Box<dyn FnMut(&mut Ctx, &mut AttemptRequest<'_>) -> Result<(), Error> + Send>;
 type ChunkHook = Box<dyn FnMut(&mut Ctx, &mut ChatChunk) -> Result<(), Error> + Send>;
 type ResponseHook = Box<dyn FnMut(&mut Ctx, ResponseView<'_>) -> Result<(), Error> + Send>;
@@ -58,7 +58,7 @@ impl Hooks {
     /// Sets the `on_request` hook.
     pub fn on_request(
         mut self,
-        hook: impl FnMut(&mut Ctx, &mut ChatRequest) -> Result<Flow, Error> + Send + 'static,
+        hook: impl FnMut(&mut Ctx, &mut Request) -> Result<Flow, Error> + Send + 'static,
     ) -> Hooks {
         self.request = Some(Box::new(hook));
         self
@@ -131,7 +131,7 @@ impl Middleware for Hooks {
         hooks
     }
 
-    async fn on_request(&mut self, ctx: &mut Ctx, req: &mut ChatRequest) -> Result<Flow, Error> {
+    async fn on_request(&mut self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, Error> {
         match &mut self.request {
             Some(hook) => hook(ctx, req),
             None => Ok(Flow::Continue),

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sllmp_core::{ChatChunk, ChatCompletion, ChatRequest, Completion, Error};
+use sllmp_core::{ChatChunk, ChatCompletion, Completion, Error, Request};
 
 use crate::{AttemptRequest, Ctx};
 
@@ -16,7 +16,7 @@ use crate::{AttemptRequest, Ctx};
 /// See the crate docs for the life of a request.
 ///
 /// ```
-/// use sllmp_core::{ChatRequest, Error};
+/// use sllmp_core::{Error, Request};
 /// use sllmp_pipeline::{Ctx, Flow, HookSet, Middleware, Outcome};
 ///
 /// /// Counts the characters a request sends and logs them when it is over.
@@ -29,7 +29,7 @@ use crate::{AttemptRequest, Ctx};
 ///
 ///     fn hooks(&self) -> HookSet { HookSet::REQUEST | HookSet::COMPLETE }
 ///
-///     async fn on_request(&mut self, _ctx: &mut Ctx, req: &mut ChatRequest) -> Result<Flow, Error> {
+///     async fn on_request(&mut self, _ctx: &mut Ctx, req: &mut Request) -> Result<Flow, Error> {
 ///         self.chars = req.messages.iter().map(|m| m.text().len()).sum();
 ///         Ok(Flow::Continue)
 ///     }
@@ -55,8 +55,10 @@ pub trait Middleware: Send + 'static {
 
     /// Before anything is sent, once per request (not per retry): validate, check limits,
     /// rewrite the request, or answer without calling a provider ([`Flow::Respond`]).
-    /// An error stops the request.
-    async fn on_request(&mut self, ctx: &mut Ctx, req: &mut ChatRequest) -> Result<Flow, Error> {
+    /// An error stops the request. Reading `req` is free; the first write through it makes
+    /// the provider encode the request instead of forwarding the client's bytes
+    /// ([`Request`]), except [`Request::set_model`].
+    async fn on_request(&mut self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, Error> {
         let _ = (ctx, req);
         Ok(Flow::Continue)
     }

@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use futures_util::{FutureExt, StreamExt};
 use sllmp_core::{
-    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, Provider,
-    StreamAssembler, StreamOptions, Usage, estimate_prompt_tokens, estimate_tokens,
+    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, Provider, Request,
+    StreamAssembler, UpstreamRequest, Usage, estimate_prompt_tokens, estimate_tokens,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -140,7 +140,11 @@ impl Pipeline {
     /// Dropping the handle, or the [`ResponseStream`] it yields, before the answer is complete
     /// means the client went away: the provider call is stopped and `on_complete` runs with
     /// [`Outcome::Cancelled`]. Must be called within a tokio runtime.
-    pub fn start(self, req: ChatRequest) -> Running {
+    ///
+    /// `req` is a [`ChatRequest`], or a [`Request`] that keeps the client's bytes for the
+    /// provider to forward ([`Request::from_json`]).
+    pub fn start(self, req: impl Into<Request>) -> Running {
+        let req = req.into();
         let driver = Driver {
             ctx: self.ctx,
             middleware: self.middleware,
@@ -163,7 +167,7 @@ impl Pipeline {
     }
 
     /// Runs the request and waits for the answer: [`Pipeline::start`], awaited.
-    pub async fn run(self, req: ChatRequest) -> Result<Output, Error> {
+    pub async fn run(self, req: impl Into<Request>) -> Result<Output, Error> {
         self.start(req).await
     }
 }
@@ -364,7 +368,7 @@ type HeadSender = oneshot::Sender<Result<Output, Error>>;
 
 impl Driver {
     /// A non-streamed request, in the caller's task; `on_complete` runs in a spawned task.
-    async fn run_inline(mut self, mut req: ChatRequest) -> Result<Output, Error> {
+    async fn run_inline(mut self, mut req: Request) -> Result<Output, Error> {
         let answer = self.answer_inline(&mut req).await;
         let ended = match &answer {
             Ok(response) => Ended::Success(Arc::clone(response)),
@@ -381,7 +385,7 @@ impl Driver {
         answer.map(Output::Complete)
     }
 
-    async fn answer_inline(&mut self, req: &mut ChatRequest) -> Result<Arc<Completion>, Error> {
+    async fn answer_inline(&mut self, req: &mut Request) -> Result<Arc<Completion>, Error> {
         match self.request_phase(req).await {
             Ok(Some(response)) => {
                 self.ctx.usage = response.usage.clone();
@@ -440,7 +444,7 @@ impl Driver {
     ///
     /// The phases are boxed: this task lives as long as the stream, and its future would
     /// otherwise be as large as all phases together, for every open stream.
-    async fn drive(mut self: Box<Self>, mut req: Box<ChatRequest>, mut head: HeadSender) {
+    async fn drive(mut self: Box<Self>, mut req: Box<Request>, mut head: HeadSender) {
         let streaming = req.is_stream();
         let answer = match Box::pin(self.request_phase(&mut req)).await {
             Ok(Some(response)) => {
@@ -486,10 +490,7 @@ impl Driver {
     }
 
     /// `on_request`, in order. `Some` is a short-circuit response.
-    async fn request_phase(
-        &mut self,
-        req: &mut ChatRequest,
-    ) -> Result<Option<ChatCompletion>, Error> {
+    async fn request_phase(&mut self, req: &mut Request) -> Result<Option<ChatCompletion>, Error> {
         for middleware in declaring(&mut self.middleware, HookSet::REQUEST) {
             let name = middleware.name();
             let flow = guard(name, middleware.on_request(&mut self.ctx, req)).await??;
@@ -539,7 +540,7 @@ impl Driver {
     /// reached, or the client leaves. For streams, success means the first chunk arrived.
     async fn attempt_loop(
         &mut self,
-        base: &mut ChatRequest,
+        base: &mut Request,
         streaming: bool,
         mut head: Option<&mut HeadSender>,
     ) -> Result<Answer, Stop> {
@@ -571,7 +572,7 @@ impl Driver {
 
     /// One attempt: `on_attempt` hooks, routing, the provider call. The provider borrows
     /// the request itself unless a hook wrote to it ([`AttemptRequest`]).
-    async fn attempt(&mut self, base: &mut ChatRequest, streaming: bool) -> Result<Answer, Error> {
+    async fn attempt(&mut self, base: &mut Request, streaming: bool) -> Result<Answer, Error> {
         let mut view = AttemptRequest::new(base);
         for middleware in declaring(&mut self.middleware, HookSet::ATTEMPT) {
             let name = middleware.name();
@@ -586,27 +587,27 @@ impl Driver {
         });
         let provider = target.provider;
         let provider_name = target.provider_name;
-        match copy {
-            Some(mut copy) => {
-                route(&mut copy, target.model, streaming);
-                self.call(&provider, &provider_name, &copy, streaming).await
+        let mut copied;
+        let req = match copy {
+            Some(copy) => {
+                copied = Request::new(copy);
+                &mut copied
             }
-            None => {
-                // Routing changes a few fields of the request itself for this call; `Routed`
-                // puts them back when dropped (the call cancelled included), so a retry
-                // starts from the request as `on_request` left it.
-                let routed = Routed::new(base, target.model, streaming);
-                self.call(&provider, &provider_name, &routed, streaming)
-                    .await
-            }
-        }
+            None => base,
+        };
+        // Routing changes a few fields of the request itself for this call; the guard puts
+        // them back when dropped (the call cancelled included), so a retry starts from the
+        // request as `on_request` left it.
+        let routed = req.route(target.model, streaming);
+        self.call(&provider, &provider_name, &routed.upstream(), streaming)
+            .await
     }
 
     async fn call(
         &mut self,
         provider: &Arc<dyn Provider>,
         provider_name: &str,
-        req: &ChatRequest,
+        req: &UpstreamRequest<'_>,
         streaming: bool,
     ) -> Result<Answer, Error> {
         if streaming {
@@ -813,111 +814,9 @@ fn estimate_usage(req: &ChatRequest, response: &ChatCompletion) -> Usage {
     Usage::new(estimate_prompt_tokens(req), completion)
 }
 
-/// The fields routing changes in a request for one attempt, as they were.
-struct Replaced {
-    model: String,
-    metadata: Option<sllmp_core::JsonMap>,
-    stream: Option<bool>,
-    /// `None` when the request had no `stream_options`; else its `include_usage`.
-    include_usage: Option<Option<bool>>,
-}
-
-/// Routes `req` for one call: the provider's own model name, no client metadata (it is for
-/// the proxy), and for streams `stream: true` with usage asked for, so every stream is
-/// accounted for (the usage chunk the client did not ask for is dropped before it reaches
-/// them). Returns what it replaced.
-fn route(req: &mut ChatRequest, model: String, streaming: bool) -> Replaced {
-    let replaced = Replaced {
-        model: std::mem::replace(&mut req.model, model),
-        metadata: req.metadata.take(),
-        stream: req.stream,
-        include_usage: req.stream_options.as_ref().map(|o| o.include_usage),
-    };
-    if streaming {
-        req.stream = Some(true);
-        req.stream_options
-            .get_or_insert_with(StreamOptions::default)
-            .include_usage = Some(true);
-    }
-    replaced
-}
-
-/// The request itself, routed for one call; dropping it puts back what routing replaced.
-struct Routed<'a> {
-    req: &'a mut ChatRequest,
-    replaced: Option<Replaced>,
-}
-
-impl<'a> Routed<'a> {
-    fn new(req: &'a mut ChatRequest, model: String, streaming: bool) -> Routed<'a> {
-        let replaced = route(req, model, streaming);
-        Routed {
-            req,
-            replaced: Some(replaced),
-        }
-    }
-}
-
-impl std::ops::Deref for Routed<'_> {
-    type Target = ChatRequest;
-
-    fn deref(&self) -> &ChatRequest {
-        self.req
-    }
-}
-
-impl Drop for Routed<'_> {
-    fn drop(&mut self) {
-        let Some(replaced) = self.replaced.take() else {
-            return;
-        };
-        self.req.model = replaced.model;
-        self.req.metadata = replaced.metadata;
-        self.req.stream = replaced.stream;
-        match replaced.include_usage {
-            None => self.req.stream_options = None,
-            Some(include_usage) => {
-                if let Some(options) = &mut self.req.stream_options {
-                    options.include_usage = include_usage;
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn routing_the_request_itself_is_undone_when_the_call_ends() {
-        let with_options: ChatRequest = serde_json::from_value(serde_json::json!({
-            "model": "openai:gpt-4o", "messages": [], "stream": true,
-            "stream_options": {"include_usage": false}, "metadata": {"feature": "x"}
-        }))
-        .unwrap();
-        let plain: ChatRequest =
-            serde_json::from_value(serde_json::json!({"model": "openai:gpt-4o", "messages": []}))
-                .unwrap();
-        for original in [with_options, plain] {
-            for streaming in [false, true] {
-                let mut req = original.clone();
-                {
-                    let routed = Routed::new(&mut req, "gpt-4o".into(), streaming);
-                    assert_eq!(routed.model, "gpt-4o");
-                    assert_eq!(routed.metadata, None);
-                    if streaming {
-                        assert_eq!(routed.stream, Some(true));
-                        assert_eq!(
-                            routed.stream_options.as_ref().unwrap().include_usage,
-                            Some(true)
-                        );
-                    }
-                }
-                assert_eq!(req, original, "streaming: {streaming}");
-            }
-        }
-    }
 
     /// An open stream keeps its task's future, the boxed stream phase and the boxed driver
     /// for as long as it lasts: 1 000 streams multiply them by 1 000. The bounds are loose
@@ -934,7 +833,7 @@ mod tests {
             completed: true,
         };
         let (head, _head_rx) = oneshot::channel();
-        let drive = Box::new(driver.hand_off()).drive(Box::new(req), head);
+        let drive = Box::new(driver.hand_off()).drive(Box::new(req.into()), head);
         assert!(
             std::mem::size_of_val(&drive) <= 1536,
             "{}",

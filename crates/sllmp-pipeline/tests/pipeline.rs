@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use sllmp_core::{
     ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, ErrorKind, Message,
-    Provider, ProviderRegistry,
+    Provider, ProviderRegistry, Request, UpstreamRequest,
 };
 use sllmp_pipeline::{
     AttemptRequest, Ctx, ErrorAction, Flow, HookSet, Hooks, Middleware, Outcome, Output, Pipeline,
@@ -47,8 +47,8 @@ impl Provider for Shared {
         "scripted"
     }
 
-    async fn chat(&self, req: &ChatRequest) -> Result<Completion, Error> {
-        self.0.calls.lock().unwrap().push(req.clone());
+    async fn chat(&self, req: &UpstreamRequest<'_>) -> Result<Completion, Error> {
+        self.0.calls.lock().unwrap().push((**req).clone());
         let script = self.0.scripts.lock().unwrap().pop_front();
         match script.expect("a script") {
             Script::Complete(resp) => Ok(resp.into()),
@@ -61,8 +61,8 @@ impl Provider for Shared {
         }
     }
 
-    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream, Error> {
-        self.0.calls.lock().unwrap().push(req.clone());
+    async fn chat_stream(&self, req: &UpstreamRequest<'_>) -> Result<ChunkStream, Error> {
+        self.0.calls.lock().unwrap().push((**req).clone());
         match self
             .0
             .scripts
@@ -662,7 +662,7 @@ impl Middleware for OnlyComplete {
         HookSet::COMPLETE
     }
 
-    async fn on_request(&mut self, _: &mut Ctx, _: &mut ChatRequest) -> Result<Flow, Error> {
+    async fn on_request(&mut self, _: &mut Ctx, _: &mut Request) -> Result<Flow, Error> {
         self.called("request");
         Ok(Flow::Continue)
     }

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use sllmp_core::{
     ChatCompletion, ChatRequest, Choice, ChunkStream, Completion, Error, JsonMap, Message,
-    Provider, Usage, estimate_tokens,
+    Provider, UpstreamRequest, Usage, estimate_tokens,
 };
 
 /// A provider that echoes the last user message, deterministically, with realistic usage
@@ -17,11 +17,11 @@ use sllmp_core::{
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use sllmp_core::{ChatRequest, Message, Provider};
+/// use sllmp_core::{ChatRequest, Message, Provider, UpstreamRequest};
 /// use sllmp_providers::Mock;
 ///
 /// let req = ChatRequest { model: "echo".into(), messages: vec![Message::new("user", "Hello!")], ..Default::default() };
-/// let answer = Mock::new("mock").chat(&req).await.unwrap();
+/// let answer = Mock::new("mock").chat(&UpstreamRequest::new(&req)).await.unwrap();
 /// assert_eq!(answer.choices[0].message.text(), "Hello!");
 /// assert_eq!(answer.usage.as_ref().unwrap().completion_tokens, 2);
 /// # }
@@ -81,11 +81,11 @@ impl Provider for Mock {
         vec!["echo".to_string()]
     }
 
-    async fn chat(&self, req: &ChatRequest) -> Result<Completion, Error> {
+    async fn chat(&self, req: &UpstreamRequest<'_>) -> Result<Completion, Error> {
         Ok(self.answer(req).into())
     }
 
-    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream, Error> {
+    async fn chat_stream(&self, req: &UpstreamRequest<'_>) -> Result<ChunkStream, Error> {
         let chunks = self.answer(req).to_chunks(req.wants_stream_usage());
         Ok(futures_util::stream::iter(chunks.into_iter().map(Ok)).boxed())
     }

@@ -4,14 +4,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::Uri;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use sllmp_core::{
-    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, ErrorKind, JsonMap,
-    Provider, Secret,
+    ChatChunk, ChatCompletion, ChunkStream, Completion, Error, ErrorKind, JsonMap, Provider,
+    Secret, UpstreamRequest,
 };
 
 use crate::client::{BodyStream, Endpoint, HttpClient, HttpResponse};
@@ -171,7 +170,7 @@ impl OpenAi {
         &self.url
     }
 
-    async fn send(&self, req: &ChatRequest, stream: bool) -> Result<HttpResponse, Error> {
+    async fn send(&self, req: &UpstreamRequest<'_>, stream: bool) -> Result<HttpResponse, Error> {
         if self.key.is_none() && self.url.starts_with(DEFAULT_API_BASE) {
             return Err(Error::new(
                 ErrorKind::ProviderAuthentication,
@@ -192,11 +191,12 @@ impl OpenAi {
             )
             .with_provider(&self.name));
         };
-        let body = serde_json::to_vec(req)
-            .map_err(|e| Error::internal(format!("cannot encode the request: {e}")))?;
+        // The client's bytes with the routed fields rewritten, when no middleware changed
+        // the request; else the request encoded.
+        let body = req.to_json();
         let timeout = (!stream).then_some(self.timeout);
         let response = endpoint
-            .post(self.headers.clone(), Bytes::from(body), timeout)
+            .post(self.headers.clone(), body, timeout)
             .await
             .map_err(|e| transport_error(&self.name, e))?;
         if response.status().is_success() {
@@ -229,7 +229,7 @@ impl Provider for OpenAi {
         &self.name
     }
 
-    async fn chat(&self, req: &ChatRequest) -> Result<Completion, Error> {
+    async fn chat(&self, req: &UpstreamRequest<'_>) -> Result<Completion, Error> {
         let response = self.send(req, false).await?;
         let body = response
             .bytes()
@@ -239,7 +239,7 @@ impl Provider for OpenAi {
         Completion::from_json(body).map_err(|e| self.invalid("completion", e))
     }
 
-    async fn chat_stream(&self, req: &ChatRequest) -> Result<ChunkStream, Error> {
+    async fn chat_stream(&self, req: &UpstreamRequest<'_>) -> Result<ChunkStream, Error> {
         let response = self.send(req, true).await?;
         let is_json = response
             .headers()

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
-use sllmp_core::{ChatRequest, Error, ErrorKind};
+use sllmp_core::{Error, ErrorKind};
 use sllmp_pipeline::{Ctx, Output, Pipeline, ResponseStream, StreamItem, Validation};
 
 use crate::error::error_frame;
@@ -46,7 +46,9 @@ pub(crate) async fn chat_completions(
         Ok(body) => body,
         Err(err) => return ApiError::new(err, request_id).into_response(),
     };
-    let req = match ChatRequest::from_slice(&body) {
+    // The request keeps the body: an OpenAI-compatible provider forwards it as it came,
+    // the routed model spliced in, unless a middleware rewrites the request.
+    let req = match sllmp_core::Request::from_json(body) {
         Ok(req) => req,
         Err(err) => return ApiError::new(err, request_id).into_response(),
     };

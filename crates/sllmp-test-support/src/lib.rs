@@ -261,6 +261,8 @@ pub struct Recorded {
     /// The request body parsed as JSON; `Null` for an empty body and a JSON
     /// string holding the raw text if the body is not valid JSON.
     pub body: Value,
+    /// The request body as it arrived (converted lossily if not UTF-8).
+    pub raw_body: String,
 }
 
 impl Recorded {

@@ -141,6 +141,7 @@ pub(crate) async fn sleep_unless_shutdown(
 
 /// Turns a request's head and body into a [`Recorded`].
 fn record(parts: &Parts, body: &Bytes) -> Recorded {
+    let raw_body = String::from_utf8_lossy(body).into_owned();
     let body = if body.is_empty() {
         Value::Null
     } else {
@@ -161,6 +162,7 @@ fn record(parts: &Parts, body: &Bytes) -> Recorded {
             })
             .collect(),
         body,
+        raw_body,
     }
 }
 

@@ -1,7 +1,7 @@
 //! The validation middleware, always the first of every pipeline.
 
 use serde_json::Value;
-use sllmp_core::{ChatRequest, Error, Message};
+use sllmp_core::{ChatRequest, Error, Message, Request};
 
 use crate::{Ctx, Flow, HookSet, Middleware};
 
@@ -66,7 +66,7 @@ impl Middleware for Validation {
         HookSet::REQUEST
     }
 
-    async fn on_request(&mut self, _ctx: &mut Ctx, req: &mut ChatRequest) -> Result<Flow, Error> {
+    async fn on_request(&mut self, _ctx: &mut Ctx, req: &mut Request) -> Result<Flow, Error> {
         Validation::check(req)?;
         Ok(Flow::Continue)
     }
