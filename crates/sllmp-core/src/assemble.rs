@@ -3,8 +3,8 @@
 use serde_json::Value;
 
 use crate::{
-    ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta, FunctionCall,
-    FunctionCallDelta, JsonMap, Message, ToolCall, ToolCallDelta, Usage,
+    ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta, Extra, FunctionCall,
+    FunctionCallDelta, Message, ToolCall, ToolCallDelta, Usage,
 };
 
 /// Accumulates streamed chunks into the [`ChatCompletion`] they add up to: content,
@@ -29,7 +29,7 @@ pub struct StreamAssembler {
     id: String,
     created: u64,
     model: String,
-    extra: JsonMap,
+    extra: Extra,
     choices: Vec<ChoiceState>,
     usage: Option<Usage>,
     chunks: usize,
@@ -42,7 +42,7 @@ struct ChoiceState {
     content: Option<String>,
     tool_calls: Vec<ToolCallState>,
     finish_reason: Option<String>,
-    extra: JsonMap,
+    extra: Extra,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -181,9 +181,9 @@ impl StreamAssembler {
                         function: Some(FunctionCall {
                             name: call.name.clone(),
                             arguments: call.arguments.clone(),
-                            extra: JsonMap::new(),
+                            extra: Extra::new(),
                         }),
-                        extra: JsonMap::new(),
+                        extra: Extra::new(),
                     })
                     .collect();
                 Choice {
@@ -199,7 +199,7 @@ impl StreamAssembler {
                         ..Message::default()
                     },
                     finish_reason: state.finish_reason.clone(),
-                    extra: JsonMap::new(),
+                    extra: Extra::new(),
                 }
             })
             .collect();
@@ -260,7 +260,7 @@ impl ChatCompletion {
             index,
             delta,
             finish_reason,
-            extra: JsonMap::new(),
+            extra: Extra::new(),
         };
         let mut chunks = Vec::new();
         for c in &self.choices {
@@ -295,9 +295,9 @@ impl ChatCompletion {
                             function: call.function.as_ref().map(|f| FunctionCallDelta {
                                 name: Some(f.name.clone()),
                                 arguments: Some(f.arguments.clone()),
-                                extra: JsonMap::new(),
+                                extra: Extra::new(),
                             }),
-                            extra: JsonMap::new(),
+                            extra: Extra::new(),
                         }]),
                         ..Delta::default()
                     },

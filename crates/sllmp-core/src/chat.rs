@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::open_struct::open_struct;
-use crate::{Error, JsonMap};
+use crate::{Error, Extra, JsonMap};
 
 /// A `POST /v1/chat/completions` request body.
 ///
@@ -59,7 +59,7 @@ pub struct ChatRequest {
     pub metadata: Option<JsonMap>,
     /// Every other field, forwarded to the provider untouched.
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 impl ChatRequest {
@@ -151,7 +151,7 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
     /// Every other option.
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 /// One message of a conversation, or the message of a response choice.
@@ -172,7 +172,7 @@ pub struct Message {
     pub tool_call_id: Option<String>,
     /// Every other field (`refusal`, `audio`, `annotations`, …).
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 impl Message {
@@ -224,7 +224,7 @@ pub struct ToolCall {
     pub function: Option<FunctionCall>,
     /// Every other field.
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 fn function_type() -> String {
@@ -240,7 +240,7 @@ pub struct FunctionCall {
     pub arguments: String,
     /// Every other field.
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 /// Token usage of a completion.
@@ -254,7 +254,7 @@ pub struct Usage {
     pub total_tokens: u64,
     /// Details (`prompt_tokens_details`, `completion_tokens_details`, …).
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 impl Usage {
@@ -264,7 +264,7 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             total_tokens: prompt_tokens + completion_tokens,
-            extra: JsonMap::new(),
+            extra: Extra::new(),
         }
     }
 }
@@ -287,7 +287,7 @@ pub struct ChatCompletion {
     pub usage: Option<Usage>,
     /// Every other field (`system_fingerprint`, `service_tier`, …).
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 fn completion_object() -> String {
@@ -305,7 +305,7 @@ pub struct Choice {
     pub finish_reason: Option<String>,
     /// Every other field (`logprobs`, …).
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 /// One chunk of a streamed completion.
@@ -327,7 +327,7 @@ pub struct ChatChunk {
     pub usage: Option<Option<Usage>>,
     /// Every other field (`system_fingerprint`, `service_tier`, …).
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 fn chunk_object() -> String {
@@ -361,7 +361,7 @@ pub struct ChunkChoice {
     pub finish_reason: Option<String>,
     /// Every other field (`logprobs`, …).
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 /// The incremental part of a chunk's choice.
@@ -378,7 +378,7 @@ pub struct Delta {
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     /// Every other field (`refusal`, `reasoning_content`, …).
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 /// A piece of a tool call in a stream.
@@ -397,7 +397,7 @@ pub struct ToolCallDelta {
     pub function: Option<FunctionCallDelta>,
     /// Every other field.
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 /// A piece of a function call in a stream.
@@ -411,7 +411,7 @@ pub struct FunctionCallDelta {
     pub arguments: Option<String>,
     /// Every other field.
     #[serde(flatten)]
-    pub extra: JsonMap,
+    pub extra: Extra,
 }
 
 open_struct!(ChatRequest, expecting "struct ChatRequest", init ChatRequest::default(), {

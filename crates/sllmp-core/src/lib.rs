@@ -6,7 +6,7 @@
 //! reqwest, Redis or YAML.
 //!
 //! The chat types are **lossless**: every field the proxy does not model is kept in an
-//! `extra` map and written back out, so a parameter OpenAI ships tomorrow passes through
+//! [`Extra`] map, in order, and written back out, so a parameter OpenAI ships tomorrow passes through
 //! the proxy today.
 //!
 //! ```
@@ -25,6 +25,7 @@ mod assemble;
 mod chat;
 mod completion;
 mod error;
+mod extra;
 mod open_struct;
 mod provider;
 mod request;
@@ -38,9 +39,10 @@ pub use chat::{
 };
 pub use completion::Completion;
 pub use error::{Error, ErrorBody, ErrorKind};
+pub use extra::Extra;
 pub use provider::{ChunkStream, ModelInfo, Provider, ProviderRegistry, Target};
 pub use request::{Request, Routed, UpstreamRequest};
 pub use secret::Secret;
 
-/// A JSON object: the type of every `extra` map.
+/// A JSON object (`metadata`, provider options).
 pub type JsonMap = serde_json::Map<String, serde_json::Value>;

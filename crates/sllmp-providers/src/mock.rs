@@ -5,8 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_util::StreamExt;
 use serde_json::Value;
 use sllmp_core::{
-    ChatCompletion, ChatRequest, Choice, ChunkStream, Completion, Error, JsonMap, Message,
-    Provider, UpstreamRequest, Usage, estimate_tokens,
+    ChatCompletion, ChatRequest, Choice, ChunkStream, Completion, Error, Extra, Message, Provider,
+    UpstreamRequest, Usage, estimate_tokens,
 };
 
 /// A provider that echoes the last user message, deterministically, with realistic usage
@@ -52,8 +52,8 @@ impl Mock {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut extra = JsonMap::new();
-        extra.insert("system_fingerprint".into(), Value::from("fp_sllmp_mock"));
+        let mut extra = Extra::new();
+        extra.insert("system_fingerprint", Value::from("fp_sllmp_mock"));
         ChatCompletion {
             id: format!("chatcmpl-mock-{:016x}", fnv1a(text.as_bytes())),
             object: "chat.completion".into(),
@@ -63,7 +63,7 @@ impl Mock {
                 index: 0,
                 message: Message::new("assistant", text),
                 finish_reason: Some("stop".into()),
-                extra: JsonMap::new(),
+                extra: Extra::new(),
             }],
             usage: Some(Usage::new(prompt_tokens, completion_tokens)),
             extra,
