@@ -6,7 +6,7 @@ use std::ops::{Deref, DerefMut};
 
 use bytes::Bytes;
 
-use crate::splice::splice_routed;
+use crate::splice::{splice_model, splice_routed};
 use crate::{ChatRequest, Error, JsonMap, StreamOptions};
 
 /// A [`ChatRequest`] and, for as long as nobody changed it, the JSON the client sent.
@@ -129,12 +129,12 @@ impl fmt::Debug for Request {
 }
 
 /// The fields routing replaced, as they were.
-struct Replaced {
-    model: String,
-    metadata: Option<JsonMap>,
-    stream: Option<bool>,
+pub(crate) struct Replaced {
+    pub(crate) model: String,
+    pub(crate) metadata: Option<JsonMap>,
+    pub(crate) stream: Option<bool>,
     /// `None` when the request had no `stream_options`; else its `include_usage`.
-    include_usage: Option<Option<bool>>,
+    pub(crate) include_usage: Option<Option<bool>>,
 }
 
 /// A [`Request`] routed for one call ([`Request::route`]); dropping it puts back what
@@ -149,7 +149,7 @@ impl Routed<'_> {
     pub fn upstream(&self) -> UpstreamRequest<'_> {
         UpstreamRequest {
             value: &self.req.value,
-            wire: self.req.wire.as_ref(),
+            client: self.req.wire.as_ref().zip(self.replaced.as_ref()),
         }
     }
 }
@@ -190,19 +190,23 @@ impl Drop for Routed<'_> {
 #[derive(Clone, Copy)]
 pub struct UpstreamRequest<'a> {
     value: &'a ChatRequest,
-    wire: Option<&'a Bytes>,
+    /// The client's bytes, and the fields routing replaced in the value.
+    client: Option<(&'a Bytes, &'a Replaced)>,
 }
 
 impl<'a> UpstreamRequest<'a> {
     /// A request encoded from `value` alone (what tests and direct callers of a provider
     /// use; `value.model` should already be the provider's own model name).
     pub fn new(value: &'a ChatRequest) -> UpstreamRequest<'a> {
-        UpstreamRequest { value, wire: None }
+        UpstreamRequest {
+            value,
+            client: None,
+        }
     }
 
     /// Whether [`UpstreamRequest::to_json`] forwards the client's bytes.
     pub fn is_forwarded(&self) -> bool {
-        self.wire.is_some()
+        self.client.is_some()
     }
 
     /// The request as OpenAI's JSON.
@@ -211,8 +215,14 @@ impl<'a> UpstreamRequest<'a> {
     /// `metadata`, `stream`, `stream_options`) written from the routed value, at their
     /// place, and every other member as the client wrote it; otherwise the value encoded.
     pub fn to_json(&self) -> Bytes {
-        if let Some(spliced) = self.wire.and_then(|wire| splice_routed(wire, self.value)) {
-            return Bytes::from(spliced);
+        if let Some((wire, replaced)) = self.client {
+            // Most requests only need their model replaced, found without a scan; the
+            // others have their members scanned.
+            let spliced = splice_model(wire, replaced, self.value)
+                .or_else(|| splice_routed(wire, self.value));
+            if let Some(spliced) = spliced {
+                return Bytes::from(spliced);
+            }
         }
         Bytes::from(serde_json::to_vec(self.value).expect("a chat request always serializes"))
     }
@@ -312,6 +322,68 @@ mod tests {
         }
     }
 
+    /// The quick splice (the model found by a search) takes the requests it can, and writes
+    /// what the scan writes.
+    #[test]
+    fn the_quick_splice_agrees_with_the_scan() {
+        // (body, quick when not streaming, quick when streaming)
+        let cases = [
+            (
+                r#"{"model":"p:m","messages":[{"role":"user","content":"hi"}]}"#,
+                true,
+                true,
+            ),
+            (
+                r#"{ "messages": [], "model" : "p:m" , "stream":true }"#,
+                true,
+                true,
+            ),
+            (
+                r#"{"model":"p:m","stream":true,"stream_options":{"include_usage":true}}"#,
+                true,
+                true,
+            ),
+            (
+                r#"{"model":"p:m","stream":true,"stream_options":{"include_usage":false}}"#,
+                true,
+                false,
+            ),
+            // Taken out, rewritten, or ambiguous: scanned.
+            (r#"{"model":"p:m","metadata":{"a":1}}"#, false, false),
+            (r#"{"model":"p:m","metadata":null}"#, false, false),
+            (
+                r#"{"model":"p:m","messages":[{"role":"user","content":"model"}]}"#,
+                false,
+                false,
+            ),
+            (
+                r#"{"model":"p:m","messages":[{"role":"user","content":"caf\u00e9"}]}"#,
+                false,
+                false,
+            ),
+        ];
+        for (body, quick, quick_streaming) in cases {
+            for streaming in [false, true] {
+                let mut req = parse(body);
+                if streaming && !req.is_stream() {
+                    continue;
+                }
+                let quick = if streaming { quick_streaming } else { quick };
+                let routed = req.route("m".into(), streaming);
+                let wire = routed.req.wire.as_ref().unwrap();
+                let replaced = routed.replaced.as_ref().unwrap();
+                let fast = crate::splice::splice_model(wire, replaced, &routed);
+                assert_eq!(fast.is_some(), quick, "{body}");
+                let scanned = splice_routed(wire, &routed).unwrap();
+                if let Some(fast) = fast {
+                    let fast: Value = serde_json::from_slice(&fast).unwrap();
+                    let scanned: Value = serde_json::from_slice(&scanned).unwrap();
+                    assert_eq!(fast, scanned, "{body}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn forwarded_bytes_keep_the_clients_text() {
         let mut req = parse(
@@ -338,12 +410,14 @@ mod tests {
 
     #[test]
     fn keys_written_with_escapes_are_encoded_from_the_value() {
-        // `mod\u0065l` is `model`: forwarding it would send the client's model twice.
-        let mut req = parse(r#"{"mod\u0065l":"openai:gpt-4o","messages":[]}"#);
+        // `mod\u0065l` is `model`: forwarding it would send the client's model twice, and
+        // the literal `"model"` below is not the top-level key.
+        let mut req =
+            parse(r#"{"mod\u0065l":"openai:gpt-4o","messages":[],"x":{"model":"openai:gpt-4o"}}"#);
         let routed = req.route("gpt-4o".into(), false);
         assert_eq!(
             routed.upstream().to_json(),
-            r#"{"model":"gpt-4o","messages":[]}"#
+            r#"{"model":"gpt-4o","messages":[],"x":{"model":"openai:gpt-4o"}}"#
         );
     }
 

@@ -5,9 +5,92 @@
 //! into the request already, so they are valid JSON. Strings are skipped with `memchr`, so
 //! a long prompt costs little more than its copy.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde::Serialize;
 
 use crate::ChatRequest;
+use crate::request::Replaced;
+
+/// Where `"model"` and `"metadata"` may start: one search finds both.
+static QUOTE_M: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"m"));
+
+/// The quick splice, for a request routing changed little: no `metadata` to take out (not
+/// even a `null` one), `stream` as the client sent it, and `stream_options` either as sent
+/// or to be added. The model's value is found by a search instead of a scan, and replaced;
+/// `None` when the request is not such a one (then [`splice_routed`] scans it).
+///
+/// Without `\u` escapes in the bytes every key is written as itself, so when `"model"`
+/// occurs once it is the top-level key (a nested key or a value spelled `"model"` makes
+/// two, and the request is scanned).
+pub(crate) fn splice_model(wire: &[u8], client: &Replaced, req: &ChatRequest) -> Option<Vec<u8>> {
+    if client.metadata.is_some() || client.stream != req.stream {
+        return None;
+    }
+    let add_options = match (client.include_usage, &req.stream_options) {
+        (None, None) => None,
+        (None, Some(options)) => Some(options),
+        (Some(before), Some(now)) if before == now.include_usage => None,
+        _ => return None,
+    };
+    let sent_model = client.model.as_bytes();
+    if sent_model
+        .iter()
+        .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        || memchr::memchr_iter(b'\\', wire).any(|at| wire.get(at + 1) == Some(&b'u'))
+    {
+        return None;
+    }
+    let mut key = None;
+    for at in QUOTE_M.find_iter(wire) {
+        let rest = &wire[at + 2..];
+        if rest.starts_with(b"etadata\"") {
+            return None;
+        }
+        if rest.starts_with(b"odel\"") {
+            if key.is_some() {
+                return None;
+            }
+            key = Some(at);
+        }
+    }
+    let mut at = skip_ws(wire, key? + b"\"model\"".len());
+    if wire.get(at) != Some(&b':') {
+        return None;
+    }
+    at = skip_ws(wire, at + 1);
+    let (open, start) = (at, at + 1);
+    let end = start + sent_model.len();
+    if wire.get(open) != Some(&b'"')
+        || wire.get(start..end) != Some(sent_model)
+        || wire.get(end) != Some(&b'"')
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(wire.len() + req.model.len() + 48);
+    out.extend_from_slice(&wire[..open]);
+    serde_json::to_writer(&mut out, &req.model).ok()?;
+    let rest = &wire[end + 1..];
+    match add_options {
+        None => out.extend_from_slice(rest),
+        Some(options) => {
+            let close = memchr::memrchr(b'}', rest)?;
+            out.extend_from_slice(&rest[..close]);
+            out.extend_from_slice(b",\"stream_options\":");
+            serde_json::to_writer(&mut out, options).ok()?;
+            out.extend_from_slice(&rest[close..]);
+        }
+    }
+    Some(out)
+}
+
+fn skip_ws(json: &[u8], mut at: usize) -> usize {
+    while matches!(json.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
 
 /// The members routing decides, in the order they are added when the client left them out.
 const ROUTED: [&[u8]; 4] = [b"model", b"metadata", b"stream", b"stream_options"];
@@ -123,9 +206,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn skip_ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.at += 1;
-        }
+        self.at = skip_ws(self.json, self.at);
     }
 
     /// A member's key, without its quotes; `None` if it has escapes.

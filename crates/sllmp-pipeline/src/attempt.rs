@@ -28,7 +28,9 @@ use sllmp_core::ChatRequest;
 /// ```
 pub struct AttemptRequest<'a> {
     original: &'a ChatRequest,
-    copy: Option<ChatRequest>,
+    /// Boxed: the view lives in the attempt's future, which would otherwise hold room for a
+    /// whole request that most attempts never make.
+    copy: Option<Box<ChatRequest>>,
 }
 
 impl<'a> AttemptRequest<'a> {
@@ -46,7 +48,7 @@ impl<'a> AttemptRequest<'a> {
     }
 
     /// This attempt's copy, if a hook wrote to the request.
-    pub fn into_copy(self) -> Option<ChatRequest> {
+    pub fn into_copy(self) -> Option<Box<ChatRequest>> {
         self.copy
     }
 }
@@ -55,14 +57,14 @@ impl Deref for AttemptRequest<'_> {
     type Target = ChatRequest;
 
     fn deref(&self) -> &ChatRequest {
-        self.copy.as_ref().unwrap_or(self.original)
+        self.copy.as_deref().unwrap_or(self.original)
     }
 }
 
 impl DerefMut for AttemptRequest<'_> {
     fn deref_mut(&mut self) -> &mut ChatRequest {
         let original = self.original;
-        self.copy.get_or_insert_with(|| original.clone())
+        self.copy.get_or_insert_with(|| Box::new(original.clone()))
     }
 }
 

@@ -590,8 +590,8 @@ impl Driver {
         let mut copied;
         let req = match copy {
             Some(copy) => {
-                copied = Request::new(copy);
-                &mut copied
+                copied = Box::new(Request::new(*copy));
+                &mut *copied
             }
             None => base,
         };

@@ -127,6 +127,13 @@ impl Server {
 
     /// The axum router, to serve or to nest in your own app.
     pub fn router(self) -> Router {
+        self.routes().layer(request_id::RequestIdLayer)
+    }
+
+    /// The routes without the request-id middleware: [`Server::serve_on`] wraps the whole
+    /// router in it instead of each route (a layer on a `Router` boxes every route's
+    /// future once more).
+    fn routes(self) -> Router {
         let mut models = self.models;
         models.extend(self.providers.models());
         models.sort();
@@ -145,7 +152,6 @@ impl Server {
             .route("/v1/chat/completions", post(routes::chat_completions))
             .fallback(routes::unknown_url)
             .method_not_allowed_fallback(routes::method_not_allowed)
-            .layer(request_id::RequestIdLayer)
             .with_state(state)
     }
 }

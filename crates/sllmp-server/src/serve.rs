@@ -36,8 +36,10 @@ impl Server {
         });
         // `into_make_service` builds the route table once; serving the `Router` itself
         // rebuilds it for every connection (a few KiB each, for the connection's life).
-        let server =
-            axum::serve(listener, self.router().into_make_service()).with_graceful_shutdown(signal);
+        // The request-id middleware wraps the router whole, not each route.
+        let service = tower::Layer::layer(&crate::request_id::RequestIdLayer, self.routes());
+        let server = axum::serve(listener, axum::ServiceExt::into_make_service(service))
+            .with_graceful_shutdown(signal);
         let deadline = async move {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;
