@@ -84,22 +84,29 @@ impl BatchWriter {
 
 impl Write for BatchWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let mut buffer = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        if buffer.len() + data.len() > self.shared.capacity {
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(data.len());
-        }
-        let was_below_half = buffer.len() < self.shared.capacity / 2;
-        buffer.extend_from_slice(data);
-        if was_below_half && buffer.len() >= self.shared.capacity / 2 {
-            self.shared.wake.notify_one();
-        }
+        self.append(data);
         Ok(data.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
         // Writing out is the background thread's job; a flush here would block the caller.
         Ok(())
+    }
+}
+
+impl BatchWriter {
+    /// Adds `data` to the batch, or drops it (counted) when the buffer is full.
+    pub(crate) fn append(&self, data: &[u8]) {
+        let mut buffer = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        if buffer.len() + data.len() > self.shared.capacity {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let was_below_half = buffer.len() < self.shared.capacity / 2;
+        buffer.extend_from_slice(data);
+        if was_below_half && buffer.len() >= self.shared.capacity / 2 {
+            self.shared.wake.notify_one();
+        }
     }
 }
 

@@ -219,10 +219,11 @@ impl Visit for Fields<'_> {
 }
 
 /// A string in double quotes, escaped as `{:?}` would; one copy when nothing needs escaping.
-fn write_quoted(line: &mut String, value: &str) -> fmt::Result {
-    let plain = value
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+pub(crate) fn write_quoted(line: &mut String, value: &str) -> fmt::Result {
+    // No early exit: the check then compiles to vector code.
+    let plain = value.bytes().fold(true, |plain, b| {
+        plain & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\')
+    });
     if plain {
         line.reserve(value.len() + 2);
         line.push('"');
@@ -242,7 +243,7 @@ fn write_quoted(line: &mut String, value: &str) -> fmt::Result {
 /// candidates (`13095775.6767578125`): zmij rounds the last digit to even (`…812`),
 /// `{:?}` up (`…813`); both read back as `value`. Exponent notation, infinities and NaN
 /// are written by `{:?}` itself.
-fn write_f64(line: &mut String, value: f64) -> fmt::Result {
+pub(crate) fn write_f64(line: &mut String, value: f64) -> fmt::Result {
     let magnitude = value.abs();
     if magnitude == 0.0 || (1e-4..1e16).contains(&magnitude) {
         line.push_str(zmij::Buffer::new().format_finite(value));
@@ -253,9 +254,28 @@ fn write_f64(line: &mut String, value: f64) -> fmt::Result {
 }
 
 /// `2026-11-30T03:27:42.043492Z`: RFC 3339, UTC, microseconds.
-fn write_timestamp(writer: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+pub(crate) fn write_timestamp(writer: &mut impl fmt::Write, now: SystemTime) -> fmt::Result {
+    thread_local! {
+        /// The last second written, and its text: lines of the same second reuse it.
+        static LAST: std::cell::Cell<(u64, [u8; 27])> =
+            const { std::cell::Cell::new((u64::MAX, [0; 27])) };
+    }
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
+    let mut buf = LAST.with(|last| match last.get() {
+        (at, buf) if at == secs => buf,
+        _ => {
+            let buf = second_text(secs);
+            last.set((secs, buf));
+            buf
+        }
+    });
+    put(&mut buf[20..26], u64::from(since.subsec_micros()));
+    writer.write_str(std::str::from_utf8(&buf).expect("ASCII digits"))
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.000000Z` for a count of seconds since 1970.
+fn second_text(secs: u64) -> [u8; 27] {
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let of_day = secs % 86_400;
     let mut buf = *b"0000-00-00T00:00:00.000000Z";
@@ -265,8 +285,7 @@ fn write_timestamp(writer: &mut impl fmt::Write, now: SystemTime) -> fmt::Result
     put(&mut buf[11..13], of_day / 3600);
     put(&mut buf[14..16], of_day / 60 % 60);
     put(&mut buf[17..19], of_day % 60);
-    put(&mut buf[20..26], u64::from(since.subsec_micros()));
-    writer.write_str(std::str::from_utf8(&buf).expect("ASCII digits"))
+    buf
 }
 
 /// Writes `value` as zero-padded decimal digits filling `out`.
@@ -293,12 +312,10 @@ fn civil_from_days(days: i64) -> (i64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use tracing_subscriber::fmt::MakeWriter;
-
     use super::*;
+    use crate::capture::Capture;
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_microseconds() {
@@ -384,26 +401,6 @@ mod tests {
         assert!(ties * 1000 < total, "{ties} ties in {total}");
     }
 
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Capture {
-        type Writer = Capture;
-        fn make_writer(&'a self) -> Capture {
-            self.clone()
-        }
-    }
-
     /// Logs one event with every kind of field inside a span, through `subscriber`.
     fn log_sample() {
         let span = tracing::info_span!("conn", peer = "10.0.0.1");
@@ -439,7 +436,7 @@ mod tests {
         } else {
             tracing::subscriber::with_default(builder.finish(), log_sample);
         }
-        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let text = capture.text();
         let (timestamp, rest) = text.split_at(27);
         assert!(
             timestamp.ends_with('Z') && timestamp.as_bytes()[10] == b'T',

@@ -40,6 +40,10 @@ pub fn init_logging(file: Option<&Path>, format: LogFormat) -> std::io::Result<L
         ),
     };
     let (writer, guard) = BatchWriter::spawn(out, Duration::from_millis(100), 16 << 20);
+    if format == LogFormat::Text && !ansi {
+        // Request lines skip `tracing`'s field-by-field dispatch; same line, same writer.
+        crate::request_log::write_lines_to(writer.clone());
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

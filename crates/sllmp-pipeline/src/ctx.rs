@@ -66,7 +66,13 @@ impl Ctx {
 
     /// An empty context, left behind when a driver hands its context to another task.
     pub(crate) fn detached() -> Ctx {
-        Ctx::new(String::new(), &ChatRequest::default(), Arc::default())
+        static NO_PROVIDERS: std::sync::LazyLock<Arc<ProviderRegistry>> =
+            std::sync::LazyLock::new(Arc::default);
+        Ctx::new(
+            String::new(),
+            &ChatRequest::default(),
+            Arc::clone(&NO_PROVIDERS),
+        )
     }
 
     /// Attaches the client's HTTP request headers.

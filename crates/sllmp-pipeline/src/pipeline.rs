@@ -374,7 +374,10 @@ impl Driver {
             Ok(response) => Ended::Success(Arc::clone(response)),
             Err(err) => Ended::Failed(err.clone()),
         };
-        let mut driver = self.hand_off();
+        // The driver itself moves to the task (no empty one is left behind); if the task
+        // never runs (the runtime is shutting down), dropping it must not hand it off again.
+        let mut driver = self;
+        driver.completed = true;
         tokio::spawn(async move {
             let outcome = match &ended {
                 Ended::Success(response) => Outcome::Success(response),
