@@ -145,17 +145,18 @@ impl Pipeline {
     /// provider to forward ([`Request::from_json`]).
     pub fn start(self, req: impl Into<Request>) -> Running {
         let req = req.into();
-        let driver = Driver {
+        // Boxed once: it moves into the `on_complete` task as a pointer, not by copy.
+        let driver = Box::new(Driver {
             ctx: self.ctx,
             middleware: self.middleware,
             settings: self.settings,
             completed: false,
-        };
+        });
         if req.is_stream() {
             let (head_tx, head_rx) = oneshot::channel();
             // Boxed: an async fn keeps its arguments for its whole life, and this one lives
             // as long as the stream.
-            tokio::spawn(Box::new(driver).drive(Box::new(req), head_tx));
+            tokio::spawn(driver.drive(Box::new(req), head_tx));
             Running {
                 inner: RunningInner::Spawned(head_rx),
             }
@@ -368,7 +369,7 @@ type HeadSender = oneshot::Sender<Result<Output, Error>>;
 
 impl Driver {
     /// A non-streamed request, in the caller's task; `on_complete` runs in a spawned task.
-    async fn run_inline(mut self, mut req: Request) -> Result<Output, Error> {
+    async fn run_inline(mut self: Box<Self>, mut req: Request) -> Result<Output, Error> {
         let answer = self.answer_inline(&mut req).await;
         let ended = match &answer {
             Ok(response) => Ended::Success(Arc::clone(response)),
