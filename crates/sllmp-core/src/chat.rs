@@ -66,13 +66,17 @@ impl ChatRequest {
     /// Parses a request body, reporting a malformed body as `invalid_json` and a wrongly
     /// typed field as `invalid_type` with `param` naming its path (`messages[0].role`).
     pub fn from_slice(body: &[u8]) -> Result<ChatRequest, Error> {
-        // The fast path: most requests are valid. Only a failure is parsed again, with the
-        // path tracking that names the field (it costs a third more). JSON is UTF-8: checking
-        // the whole body at once is cheaper than having serde_json check each string in it.
-        if let Ok(text) = std::str::from_utf8(body)
-            && let Ok(req) = serde_json::from_str(text)
-        {
-            return Ok(req);
+        // The fast paths: most requests are valid, and of a shape `fast` reads (several
+        // times faster than serde). Only a failure is parsed again, with the path tracking
+        // that names the field (it costs a third more). JSON is UTF-8: checking the whole
+        // body at once is cheaper than having serde_json check each string in it.
+        if let Ok(text) = std::str::from_utf8(body) {
+            if let Some(req) = fast::request(text) {
+                return Ok(req);
+            }
+            if let Ok(req) = serde_json::from_str(text) {
+                return Ok(req);
+            }
         }
         let mut de = serde_json::Deserializer::from_slice(body);
         let req: ChatRequest = serde_path_to_error::deserialize(&mut de).map_err(request_error)?;
@@ -495,5 +499,6 @@ open_struct!(FunctionCallDelta, expecting "struct FunctionCallDelta", init Funct
     "arguments" => arguments,
 });
 
+pub(crate) mod fast;
 #[cfg(test)]
 mod tests;

@@ -45,7 +45,10 @@ impl Completion {
         // Checking the UTF-8 of the whole body at once is cheaper than string by string; a
         // body that is not UTF-8 goes through `from_slice` for serde_json's own error.
         let value = match std::str::from_utf8(&wire) {
-            Ok(text) => serde_json::from_str(text)?,
+            Ok(text) => match crate::chat::fast::completion(text) {
+                Some(value) => value,
+                None => serde_json::from_str(text)?,
+            },
             Err(_) => serde_json::from_slice(&wire)?,
         };
         Ok(Completion {

@@ -62,6 +62,13 @@ macro_rules! open_struct {
         $ty:ident, expecting $expecting:literal, init $init:expr,
         { $( $key:literal => $field:ident $(via $via:ty)? ),* $(,)? }
     ) => {
+        impl $ty {
+            /// The value every parse starts from: what a missing key leaves.
+            pub(crate) fn open_init() -> $ty {
+                $init
+            }
+        }
+
         impl<'de> ::serde::Deserialize<'de> for $ty {
             fn deserialize<D: ::serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
                 struct OpenVisitor;
@@ -74,7 +81,7 @@ macro_rules! open_struct {
                         self,
                         mut map: A,
                     ) -> Result<$ty, A::Error> {
-                        let mut out: $ty = $init;
+                        let mut out = <$ty>::open_init();
                         while let Some(key) = map.next_key::<$crate::open_struct::Key<'de>>()? {
                             match key.as_str() {
                                 $( $key => {
