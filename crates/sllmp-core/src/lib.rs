@@ -39,7 +39,7 @@ pub use chat::{
 };
 pub use completion::Completion;
 pub use error::{Error, ErrorBody, ErrorKind};
-pub use extra::Extra;
+pub use extra::{Extra, ExtraIntoIter, ExtraIter};
 pub use provider::{ChunkStream, ModelInfo, Provider, ProviderRegistry, Target};
 pub use request::{Request, Routed, UpstreamRequest};
 pub use secret::Secret;

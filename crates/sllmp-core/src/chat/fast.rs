@@ -11,8 +11,9 @@
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
-use crate::{ChatCompletion, ChatRequest, Choice, Message, Usage};
+use crate::{ChatCompletion, ChatRequest, Choice, Extra, Message, Usage};
 
 /// A request, or `None` to let serde parse it.
 pub(crate) fn request(text: &str) -> Option<ChatRequest> {
@@ -34,7 +35,7 @@ pub(crate) fn request(text: &str) -> Option<ChatRequest> {
             "user" => req.user = r.optional(Reader::string)?,
             "metadata" => req.metadata = r.value()?,
             _ => {
-                req.extra.insert(key, r.any()?);
+                r.extra(&mut req.extra, key)?;
             }
         }
         Some(())
@@ -56,7 +57,7 @@ pub(crate) fn completion(text: &str) -> Option<ChatCompletion> {
             "choices" => completion.choices = r.array(choice)?,
             "usage" => completion.usage = r.optional(usage)?,
             _ => {
-                completion.extra.insert(key, r.any()?);
+                r.extra(&mut completion.extra, key)?;
             }
         }
         Some(())
@@ -76,7 +77,7 @@ fn message(r: &mut Reader<'_>) -> Option<Message> {
             "tool_calls" => message.tool_calls = r.value()?,
             "tool_call_id" => message.tool_call_id = r.optional(Reader::string)?,
             _ => {
-                message.extra.insert(key, r.any()?);
+                r.extra(&mut message.extra, key)?;
             }
         }
         Some(())
@@ -92,7 +93,7 @@ fn choice(r: &mut Reader<'_>) -> Option<Choice> {
             "message" => choice.message = message(r)?,
             "finish_reason" => choice.finish_reason = r.optional(Reader::string)?,
             _ => {
-                choice.extra.insert(key, r.any()?);
+                r.extra(&mut choice.extra, key)?;
             }
         }
         Some(())
@@ -108,12 +109,45 @@ fn usage(r: &mut Reader<'_>) -> Option<Usage> {
             "completion_tokens" => usage.completion_tokens = r.u64()?,
             "total_tokens" => usage.total_tokens = r.u64()?,
             _ => {
-                usage.extra.insert(key, r.any()?);
+                r.extra(&mut usage.extra, key)?;
             }
         }
         Some(())
     })?;
     Some(usage)
+}
+
+/// How far [`plain_end`] looks before a string is searched with `memchr` instead.
+const SHORT: usize = 32;
+
+/// Where the plain string starting at `start` ends (its closing quote, an escape, a control
+/// character), looking at most [`SHORT`] bytes: `start + SHORT` if none of those came.
+///
+/// Keys and most values are short: eight bytes at a time, with the zero-byte trick (the
+/// lowest flagged byte of a word is always a true match), ends them before `memchr` would
+/// have set up.
+fn plain_end(bytes: &[u8], start: usize) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let limit = (start + SHORT).min(bytes.len());
+    let mut at = start;
+    while at + 8 <= limit {
+        let word = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+        let quote = word ^ (ONES * u64::from(b'"'));
+        let backslash = word ^ (ONES * u64::from(b'\\'));
+        let found = ((word.wrapping_sub(ONES * 0x20) & !word)
+            | (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash))
+            & HIGH;
+        if found != 0 {
+            return at + found.trailing_zeros() as usize / 8;
+        }
+        at += 8;
+    }
+    while at < limit && !ENDS_PLAIN[usize::from(bytes[at])] {
+        at += 1;
+    }
+    at
 }
 
 /// The bytes that end a plain string: its closing quote, an escape, a control character.
@@ -137,11 +171,19 @@ const MAX_DEPTH: usize = 64;
 struct Reader<'a> {
     text: &'a str,
     at: usize,
+    /// Whether a value skipped since this was cleared had what serde_json may refuse to
+    /// parse into a [`Value`] though its syntax is right: a `\u` escape (a lone surrogate),
+    /// an exponent or a very long number (out of `f64`'s range).
+    unusual: bool,
 }
 
 impl<'a> Reader<'a> {
     fn new(text: &'a str) -> Reader<'a> {
-        Reader { text, at: 0 }
+        Reader {
+            text,
+            at: 0,
+            unusual: false,
+        }
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -253,14 +295,9 @@ impl<'a> Reader<'a> {
         }
         let bytes = self.bytes();
         let start = self.at + 1;
-        // Keys and most values are short: a byte loop ends them before `memchr` would have
-        // set up; past its first 32 bytes a string is searched.
-        let short = (start + 32).min(bytes.len());
-        let mut end = start;
-        while end < short && !ENDS_PLAIN[usize::from(bytes[end])] {
-            end += 1;
-        }
-        if end == short && end < bytes.len() {
+        let mut end = plain_end(bytes, start);
+        if end == start + SHORT && end < bytes.len() {
+            // A long string (a message's content): searched, then checked whole.
             let len = memchr::memchr2(b'"', b'\\', &bytes[end..])?;
             // No early exit: the check compiles to vector code.
             let control = bytes[end..end + len]
@@ -343,6 +380,26 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// An unknown field's value into `extra`: an object or an array kept as its checked
+    /// JSON text (parsed only if something looks at it), anything else parsed.
+    fn extra(&mut self, extra: &mut Extra, key: &str) -> Option<()> {
+        if let b'{' | b'[' = self.peek()? {
+            let start = self.at;
+            self.unusual = false;
+            self.skip()?;
+            let text = &self.text[start..self.at];
+            if self.unusual {
+                // Parsed now, so that looking at it later cannot fail.
+                extra.insert(key, serde_json::from_str(text).ok()?);
+            } else {
+                extra.insert_raw(key, RawValue::from_string(text.to_owned()).ok()?);
+            }
+        } else {
+            extra.insert(key, self.any()?);
+        }
+        Some(())
+    }
+
     /// The next value, parsed by serde_json from its own slice.
     fn value<T: DeserializeOwned>(&mut self) -> Option<T> {
         let start = self.at;
@@ -358,8 +415,10 @@ impl<'a> Reader<'a> {
             b'"' => self.skip_string(),
             b'{' | b'[' => {
                 let mut depth = 0usize;
+                let mut digits = 0usize;
                 loop {
-                    match self.peek()? {
+                    let byte = self.peek()?;
+                    match byte {
                         b'"' => {
                             self.skip_string()?;
                             continue;
@@ -378,6 +437,14 @@ impl<'a> Reader<'a> {
                             }
                         }
                         _ => {}
+                    }
+                    if byte.is_ascii_digit() {
+                        digits += 1;
+                        self.unusual |= digits > 300;
+                    } else {
+                        // `1e5`, `2.5E-3`: after a digit (`true` has an `e` after a `u`).
+                        self.unusual |= digits > 0 && (byte == b'e' || byte == b'E');
+                        digits = 0;
                     }
                     self.at += 1;
                 }
@@ -401,6 +468,7 @@ impl<'a> Reader<'a> {
             let found = memchr::memchr2(b'"', b'\\', self.bytes().get(self.at..)?)?;
             self.at += found;
             if self.bytes()[self.at] == b'\\' {
+                self.unusual |= self.bytes().get(self.at + 1) == Some(&b'u');
                 self.at += 2;
             } else {
                 self.at += 1;
@@ -418,7 +486,7 @@ mod tests {
     const REQUESTS: &[&str] = &[
         r#"{"model":"upstream:gpt-4o-mini","messages":[{"role":"system","content":"You are a concise assistant."},{"role":"user","content":"Explain what a reverse proxy does."}],"temperature":0.7,"max_tokens":256,"user":"bench-user-1","mock":{"latency_ms":0}}"#,
         r#" { "model" : "openai:gpt-4o" , "messages" : [ { "role" : "user" , "content" : "caf\u00e9 \"quoted\" \\ \n" , "name" : null } ] , "stream" : true , "stream_options" : { "include_usage" : true } , "n" : 1 , "seed" : -12 , "metadata" : { "feature" : "chat" } } "#,
-        r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},{"role":"tool","tool_call_id":"c1","content":[{"type":"text","text":"r"}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"b":{},"a":{}}}}}],"top_p":1,"presence_penalty":-0.5,"frequency_penalty":2e-1,"max_completion_tokens":9223372036854775807,"stop":["\n"],"logit_bias":{"50256":-100}}"#,
+        r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},{"role":"tool","tool_call_id":"c1","content":[{"type":"text","text":"r"}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"b":{},"a":{}}}}}],"top_p":1,"presence_penalty":-0.5,"frequency_penalty":2e-1,"max_completion_tokens":9223372036854775807,"stop":["\n"],"logit_bias":{"50256":-100},"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object","properties":{"emoji":{"const":"\ud83e\udd80"},"n":{"maximum":1e3,"minimum":-2}}}}}}"#,
         r#"{"messages":[],"model":"a","model":"b","temperature":1,"temperature":null,"x":1,"x":[true,false,null,1.5e300,-0.0,"s"]}"#,
         r#"{}"#,
         r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false,"user":null,"max_tokens":null,"extra_float":0.1,"big":123456789012345678901234567890}"#,
@@ -442,6 +510,21 @@ mod tests {
             (None, _) => {}
         }
         fast.is_some()
+    }
+
+    /// Strings of every length up to well past the word-at-a-time part, ended by each kind
+    /// of byte at each position.
+    #[test]
+    fn plain_strings_end_at_their_first_special_byte() {
+        for len in 0..80 {
+            let body = "é".repeat(len / 2) + &"a".repeat(len % 2);
+            for (end, plain) in [("\"", true), ("\\n\"", false), ("\u{1}\"", false)] {
+                let text = format!("\"{body}{end} tail \"more\"");
+                let mut reader = Reader::new(&text);
+                let read = reader.plain_string();
+                assert_eq!(read, plain.then_some(body.as_str()), "{text:?}");
+            }
+        }
     }
 
     #[test]
