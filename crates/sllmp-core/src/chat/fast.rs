@@ -362,12 +362,58 @@ impl<'a> Reader<'a> {
 
     fn f64(&mut self) -> Option<f64> {
         let start = self.at;
-        if let Some(integer) = self.i64() {
-            // What serde does with an integer where a float is expected.
-            return Some(integer as f64);
+        if let Some(number) = self.decimal() {
+            return Some(number);
         }
         self.at = start;
         self.value()
+    }
+
+    /// A number without an exponent and with at most 19 digits, computed as serde_json
+    /// computes it (the digits as one integer, converted, divided once by a power of ten);
+    /// anything else is left to serde.
+    fn decimal(&mut self) -> Option<f64> {
+        /// Powers of ten, each exactly an `f64`.
+        const POW10: [f64; 23] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        ];
+        let bytes = self.bytes();
+        let negative = self.eat(b'-').is_some();
+        let integer_start = self.at;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.at += 1;
+        }
+        let integer = &bytes[integer_start..self.at];
+        let mut fraction: &[u8] = &[];
+        if self.eat(b'.').is_some() {
+            let fraction_start = self.at;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.at += 1;
+            }
+            fraction = &bytes[fraction_start..self.at];
+            if fraction.is_empty() {
+                return None;
+            }
+        }
+        let leading_zero = integer.len() > 1 && integer[0] == b'0';
+        let exponent = matches!(self.peek(), Some(b'e' | b'E'));
+        // `-0` may be read by serde as a float or an integer: left to it.
+        let negative_zero = negative && fraction.is_empty() && integer == b"0";
+        if integer.is_empty()
+            || leading_zero
+            || exponent
+            || negative_zero
+            || integer.len() + fraction.len() > 19
+        {
+            return None;
+        }
+        let significand = integer
+            .iter()
+            .chain(fraction)
+            .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
+        let value = significand as f64 / POW10[fraction.len()];
+        Some(if negative { -value } else { value })
     }
 
     /// Any value: scalars read here, objects and arrays by serde_json.
@@ -486,8 +532,8 @@ mod tests {
     const REQUESTS: &[&str] = &[
         r#"{"model":"upstream:gpt-4o-mini","messages":[{"role":"system","content":"You are a concise assistant."},{"role":"user","content":"Explain what a reverse proxy does."}],"temperature":0.7,"max_tokens":256,"user":"bench-user-1","mock":{"latency_ms":0}}"#,
         r#" { "model" : "openai:gpt-4o" , "messages" : [ { "role" : "user" , "content" : "caf\u00e9 \"quoted\" \\ \n" , "name" : null } ] , "stream" : true , "stream_options" : { "include_usage" : true } , "n" : 1 , "seed" : -12 , "metadata" : { "feature" : "chat" } } "#,
-        r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},{"role":"tool","tool_call_id":"c1","content":[{"type":"text","text":"r"}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"b":{},"a":{}}}}}],"top_p":1,"presence_penalty":-0.5,"frequency_penalty":2e-1,"max_completion_tokens":9223372036854775807,"stop":["\n"],"logit_bias":{"50256":-100},"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object","properties":{"emoji":{"const":"\ud83e\udd80"},"n":{"maximum":1e3,"minimum":-2}}}}}}"#,
-        r#"{"messages":[],"model":"a","model":"b","temperature":1,"temperature":null,"x":1,"x":[true,false,null,1.5e300,-0.0,"s"]}"#,
+        r#"{"model":"m","messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},{"role":"tool","tool_call_id":"c1","content":[{"type":"text","text":"r"}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"b":{},"a":{}}}}}],"top_p":0.95,"presence_penalty":-1.999,"frequency_penalty":2e-1,"temperature":0.123456789012345678,"max_completion_tokens":9223372036854775807,"stop":["\n"],"logit_bias":{"50256":-100},"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object","properties":{"emoji":{"const":"\ud83e\udd80"},"n":{"maximum":1e3,"minimum":-2}}}}}}"#,
+        r#"{"messages":[],"model":"a","model":"b","temperature":1,"temperature":null,"top_p":1,"presence_penalty":-0.5,"frequency_penalty":12345678901234567.89,"x":1,"x":[true,false,null,1.5e300,-0.0,"s"]}"#,
         r#"{}"#,
         r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":false,"user":null,"max_tokens":null,"extra_float":0.1,"big":123456789012345678901234567890}"#,
     ];
@@ -524,6 +570,36 @@ mod tests {
                 let read = reader.plain_string();
                 assert_eq!(read, plain.then_some(body.as_str()), "{text:?}");
             }
+        }
+    }
+
+    /// Decimals of every length the reader computes itself come out bit for bit as
+    /// serde_json's.
+    #[test]
+    fn decimals_are_computed_as_serde_computes_them() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..50_000 {
+            let integer_digits = (next() % 8) as usize;
+            let fraction_digits = 1 + (next() % 18) as usize;
+            let integer = if integer_digits == 0 {
+                "0".to_string()
+            } else {
+                (next() % 10u64.pow(integer_digits as u32)).to_string()
+            };
+            let fraction: String = (0..fraction_digits)
+                .map(|_| char::from(b'0' + (next() % 10) as u8))
+                .collect();
+            let sign = if next() % 2 == 0 { "" } else { "-" };
+            let text = format!("{sign}{integer}.{fraction}");
+            let ours = Reader::new(&text).f64().unwrap();
+            let serde: f64 = serde_json::from_str(&text).unwrap();
+            assert_eq!(ours.to_bits(), serde.to_bits(), "{text}");
         }
     }
 
