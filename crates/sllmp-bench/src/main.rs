@@ -108,10 +108,12 @@ async fn serve(args: Args, started: Instant) -> anyhow::Result<()> {
             gateway.add_to(pipeline);
             pipeline.add(production_hooks(Arc::clone(&hook_totals)));
         });
+    // Before the ready line: whoever reads it may send SIGTERM at once.
+    let shutdown = sllmp::server::shutdown_signal();
     tracing::info!(%addr, ready_ms = started.elapsed().as_secs_f64() * 1000.0, "sllmp-bench-proxy is ready");
     println!("sllmp-bench-proxy listening on http://{addr}");
     let served = server
-        .serve_on(listener, sllmp::server::shutdown_signal())
+        .serve_on(listener, shutdown)
         .await
         .context("the server failed");
     tracing::info!(

@@ -18,8 +18,6 @@
 //! ```
 
 mod batch_writer;
-#[cfg(test)]
-mod capture;
 mod line_format;
 mod logging;
 mod request_log;

@@ -315,7 +315,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::capture::Capture;
+    use sllmp_test_support::LogCapture as Capture;
 
     #[test]
     fn timestamps_are_rfc3339_utc_with_microseconds() {

@@ -204,12 +204,14 @@ impl<'a> Line<'a> {
         write_quoted(line, self.error_type)?;
         line.push_str(" error=");
         write_quoted(line, self.error)?;
-        line.push_str(" attempts=");
-        line.push_str(number.format(self.attempts));
-        line.push_str(" prompt_tokens=");
-        line.push_str(number.format(self.prompt_tokens));
-        line.push_str(" completion_tokens=");
-        line.push_str(number.format(self.completion_tokens));
+        for (key, value) in [
+            (" attempts=", u64::from(self.attempts)),
+            (" prompt_tokens=", self.prompt_tokens),
+            (" completion_tokens=", self.completion_tokens),
+        ] {
+            line.push_str(key);
+            line.push_str(number.format(value));
+        }
         line.push_str(if self.usage_estimated {
             " usage_estimated=true latency_ms="
         } else {
@@ -227,7 +229,7 @@ impl<'a> Line<'a> {
 mod tests {
     use super::*;
     use crate::LineFormat;
-    use crate::capture::Capture;
+    use sllmp_test_support::LogCapture as Capture;
 
     /// The line written directly is, to the byte, the line `LineFormat` writes for the event.
     #[test]

@@ -2,7 +2,7 @@
 //! own, possibly on another thread): one line per request with the fields a user greps
 //! for, at the right level.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::json;
@@ -12,27 +12,7 @@ use sllmp_core::{
 };
 use sllmp_observe::{LineFormat, RequestLog};
 use sllmp_pipeline::{Ctx, Pipeline};
-use tracing_subscriber::fmt::MakeWriter;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Capture {
-        self.clone()
-    }
-}
+use sllmp_test_support::LogCapture as Capture;
 
 /// The process's subscriber: `LineFormat` lines into a buffer (installed once per test binary).
 fn captured() -> &'static Capture {
@@ -50,7 +30,7 @@ fn captured() -> &'static Capture {
 
 /// The captured lines about `request_id`, without their timestamps.
 fn lines_of(request_id: &str) -> Vec<String> {
-    let text = String::from_utf8(captured().0.lock().unwrap().clone()).unwrap();
+    let text = captured().text();
     text.lines()
         .filter(|line| line.contains(&format!("request_id=\"{request_id}\"")))
         .map(|line| line[27..].to_string())

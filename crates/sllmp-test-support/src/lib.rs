@@ -69,9 +69,12 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod log_capture;
 mod openai;
 mod server;
 mod sse;
+
+pub use log_capture::LogCapture;
 
 use server::Shared;
 

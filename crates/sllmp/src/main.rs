@@ -121,10 +121,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .models(gateway.models())
         .settings(settings)
         .pipeline(gateway);
+    // Before the ready line: whoever reads it may send SIGTERM at once.
+    let shutdown = sllmp::server::shutdown_signal();
     tracing::info!(%addr, config = origin.as_str(), ready_ms = started.elapsed().as_secs_f64() * 1000.0, "sllmp is ready");
     println!("sllmp listening on http://{addr} (config: {origin})");
     server
-        .serve_on(listener, sllmp::server::shutdown_signal())
+        .serve_on(listener, shutdown)
         .await
         .context("the server failed")
 }
