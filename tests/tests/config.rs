@@ -76,6 +76,26 @@ async fn the_feature_model_overrides_the_clients() {
     assert_eq!(models, ["gpt-4o-mini", "gpt-4o-mini", "gpt-4o-mini"]);
 }
 
+/// A feature's model keeps the client's bytes: only the routed members are rewritten.
+#[tokio::test]
+async fn a_feature_model_is_spliced_into_the_clients_bytes() {
+    let upstream = MockUpstream::start().await;
+    let server = TestServer::from_yaml(&config(&upstream), &[("ALIAS_KEY", "sk-alias")]).await;
+    let client = r#"{"model":"my-openai:gpt-4o", "messages":[{"role": "user", "content": "caf\u00e9"}], "temperature":0.50}"#;
+    let answer = server
+        .post_raw(
+            "/v1/chat/completions",
+            client.into(),
+            &[("x-ai-feature", "summarize")],
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(
+        upstream.requests()[0].raw_body,
+        r#"{"model":"gpt-4o-mini","messages":[{"role": "user", "content": "caf\u00e9"}],"temperature":0.50}"#
+    );
+}
+
 #[tokio::test]
 async fn a_keyless_alias_to_another_host_never_gets_the_openai_key() {
     let upstream = MockUpstream::start().await;
