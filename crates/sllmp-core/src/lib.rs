@@ -7,7 +7,9 @@
 //!
 //! The chat types are **lossless**: every field the proxy does not model is kept in an
 //! [`Extra`] map, in order, and written back out, so a parameter OpenAI ships tomorrow passes through
-//! the proxy today.
+//! the proxy today. Better still, while nothing changes them, bytes are forwarded as they
+//! came: a [`Request`] keeps the client's JSON (a provider sends it with only the routed
+//! members rewritten, [`UpstreamRequest::to_json`]) and a [`Completion`] the provider's.
 //!
 //! ```
 //! use sllmp_core::ChatRequest;
