@@ -41,8 +41,8 @@ const AREAS: [(&str, &str); 12] = [
         "<sllmp_providers::openai::OpenAi as sllmp_core::provider::Provider>::chat",
     ),
     (
-        "upstream request (`Pool::send`: SLLMP's connection pool, hyper's client connection)",
-        "sllmp_providers::pool::Pool::send",
+        "upstream connections (`run_connection`: hyper's HTTP/1 client connection tasks)",
+        "sllmp_providers::pool::run_connection",
     ),
     (
         "upstream request body (`UpstreamRequest::to_json`: the client's bytes, routed)",
