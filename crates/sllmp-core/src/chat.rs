@@ -348,6 +348,15 @@ impl<'de> Deserialize<'de> for PresentOrNull {
 }
 
 impl ChatChunk {
+    /// Parses one chunk of OpenAI's stream (a `data:` payload): by the fast reader when it
+    /// has a shape it takes, else by serde_json, whose error it returns.
+    pub fn from_json(text: &str) -> Result<ChatChunk, serde_json::Error> {
+        match fast::chunk(text) {
+            Some(chunk) => Ok(chunk),
+            None => serde_json::from_str(text),
+        }
+    }
+
     /// The usage this chunk carries, if any.
     pub fn usage(&self) -> Option<&Usage> {
         self.usage.as_ref().and_then(Option::as_ref)

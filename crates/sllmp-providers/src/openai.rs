@@ -311,7 +311,7 @@ fn http_uri(text: &str) -> Option<Uri> {
 
 /// One `data:` payload: a chunk, or the error object OpenAI sends mid-stream.
 fn parse_chunk(provider: &str, data: &str) -> Result<ChatChunk, Error> {
-    let mut chunk: ChatChunk = serde_json::from_str(data).map_err(|e| {
+    let mut chunk = ChatChunk::from_json(data).map_err(|e| {
         Error::new(
             ErrorKind::ProviderInvalidResponse,
             format!("{provider} sent an invalid stream chunk: {e}"),

@@ -1,4 +1,4 @@
-//! A hand-written reader for the common shapes of requests and completions.
+//! A hand-written reader for the common shapes of requests, completions and stream chunks.
 //!
 //! serde_json spends most of a chat document's parse on its generality: every token goes
 //! through the visitor machinery, every key and string through its escape scanner. This
@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::{ChatCompletion, ChatRequest, Choice, Extra, Message, Usage};
+use crate::{
+    ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta, Extra, Message, Usage,
+};
 
 /// A request, or `None` to let serde parse it.
 pub(crate) fn request(text: &str) -> Option<ChatRequest> {
@@ -64,6 +66,55 @@ pub(crate) fn completion(text: &str) -> Option<ChatCompletion> {
     })?;
     reader.end()?;
     Some(completion)
+}
+
+/// A stream chunk, or `None` to let serde parse it.
+pub(crate) fn chunk(text: &str) -> Option<ChatChunk> {
+    let mut reader = Reader::new(text);
+    let mut chunk = ChatChunk::open_init();
+    reader.object(|r, key| {
+        match key {
+            "id" => chunk.id = r.string()?,
+            "object" => chunk.object = r.string()?,
+            "created" => chunk.created = r.u64()?,
+            "model" => chunk.model = r.string()?,
+            "choices" => chunk.choices = r.array(chunk_choice)?,
+            // Present: `null` is `Some(None)`.
+            "usage" => chunk.usage = Some(r.optional(usage)?),
+            _ => r.extra(&mut chunk.extra, key)?,
+        }
+        Some(())
+    })?;
+    reader.end()?;
+    Some(chunk)
+}
+
+fn chunk_choice(r: &mut Reader<'_>) -> Option<ChunkChoice> {
+    let mut choice = ChunkChoice::open_init();
+    r.object(|r, key| {
+        match key {
+            "index" => choice.index = u32::try_from(r.u64()?).ok()?,
+            "delta" => choice.delta = delta(r)?,
+            "finish_reason" => choice.finish_reason = r.optional(Reader::string)?,
+            _ => r.extra(&mut choice.extra, key)?,
+        }
+        Some(())
+    })?;
+    Some(choice)
+}
+
+fn delta(r: &mut Reader<'_>) -> Option<Delta> {
+    let mut delta = Delta::open_init();
+    r.object(|r, key| {
+        match key {
+            "role" => delta.role = r.optional(Reader::string)?,
+            "content" => delta.content = r.optional(Reader::string)?,
+            "tool_calls" => delta.tool_calls = r.value()?,
+            _ => r.extra(&mut delta.extra, key)?,
+        }
+        Some(())
+    })?;
+    Some(delta)
 }
 
 fn message(r: &mut Reader<'_>) -> Option<Message> {
@@ -545,6 +596,15 @@ mod tests {
         r#"{"choices":[],"id":"x"}"#,
     ];
 
+    const CHUNKS: &[&str] = &[
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1741570283,"model":"gpt-4o","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+        r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1741570283,"model":"gpt-4o","choices":[{"index":0,"delta":{"content":" a \"reverse\" proxy\n"},"logprobs":null,"finish_reason":null}]}"#,
+        r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\""}}]},"finish_reason":null}]}"#,
+        r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}],"usage":null}"#,
+        r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":7,"total_tokens":16,"completion_tokens_details":{"reasoning_tokens":0}}}"#,
+        r#"{"error":{"message":"overloaded","type":"server_error"}}"#,
+    ];
+
     fn same<T: DeserializeOwned + PartialEq + std::fmt::Debug>(
         fast: Option<T>,
         text: &str,
@@ -611,6 +671,9 @@ mod tests {
         for text in COMPLETIONS {
             assert!(same(completion(text), text), "handed to serde: {text}");
         }
+        for text in CHUNKS {
+            assert!(same(chunk(text), text), "handed to serde: {text}");
+        }
     }
 
     /// Every one-byte change or insertion in every document: the reader gives up, or reads what serde
@@ -621,7 +684,7 @@ mod tests {
             b"", b" ", b"\"", b"\\", b"{", b"}", b"[", b"]", b",", b":", b"0", b"-", b".", b"e",
             b"n", b"t", b"\x01", b"x",
         ];
-        for (documents, is_request) in [(REQUESTS, true), (COMPLETIONS, false)] {
+        for (documents, kind) in [(REQUESTS, 0), (COMPLETIONS, 1), (CHUNKS, 2)] {
             for text in documents {
                 for at in 0..text.len() {
                     for (replacement, width) in replacements.iter().flat_map(|r| [(r, 0), (r, 1)]) {
@@ -631,11 +694,11 @@ mod tests {
                         let Ok(mutated) = std::str::from_utf8(&bytes) else {
                             continue;
                         };
-                        if is_request {
-                            same(request(mutated), mutated);
-                        } else {
-                            same(completion(mutated), mutated);
-                        }
+                        match kind {
+                            0 => same(request(mutated), mutated),
+                            1 => same(completion(mutated), mutated),
+                            _ => same(chunk(mutated), mutated),
+                        };
                     }
                 }
             }
