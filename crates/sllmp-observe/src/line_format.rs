@@ -38,20 +38,26 @@ where
     ) -> fmt::Result {
         // The line is built in a buffer of this thread's (plain pushes, no `dyn Write` call
         // per piece) and handed to the writer in one piece.
-        LINE.with(|line| {
-            let mut line = line.take();
-            line.clear();
-            let result = format_line(&mut line, ctx, writer.has_ansi_escapes(), event)
-                .and_then(|()| writer.write_str(&line));
-            LINE.set(line);
-            result
+        with_line(|line| {
+            format_line(line, ctx, writer.has_ansi_escapes(), event)
+                .and_then(|()| writer.write_str(line))
         })
     }
 }
 
 thread_local! {
-    /// The line being built; kept between events so that logging does not allocate.
+    /// The line being built; kept between lines so that logging does not allocate.
     static LINE: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
+/// Runs `build` with this thread's line buffer, emptied (lines are built in it with plain
+/// pushes, then handed on in one piece).
+pub(crate) fn with_line<R>(build: impl FnOnce(&mut String) -> R) -> R {
+    let mut line = LINE.take();
+    line.clear();
+    let result = build(&mut line);
+    LINE.set(line);
+    result
 }
 
 fn format_line<S, N>(

@@ -8,7 +8,7 @@ use sllmp_pipeline::{Ctx, HookSet, Middleware, Outcome};
 use tracing::Level;
 
 use crate::BatchWriter;
-use crate::line_format::{write_f64, write_quoted, write_timestamp};
+use crate::line_format::{with_line, write_f64, write_quoted, write_timestamp};
 
 /// Logs one `tracing` event per request, at completion, on the `sllmp::request` target:
 /// request id, feature, requested model, provider and provider model, stream or not, outcome,
@@ -160,16 +160,10 @@ impl<'a> Line<'a> {
 
     /// Writes the line into `lines`, built in a buffer of this thread's.
     fn write_to(&self, lines: &BatchWriter, level: Level) {
-        thread_local! {
-            static BUFFER: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
-        }
-        BUFFER.with(|buffer| {
-            let mut line = buffer.take();
-            line.clear();
-            if self.format(&mut line, level, SystemTime::now()).is_ok() {
+        with_line(|line| {
+            if self.format(line, level, SystemTime::now()).is_ok() {
                 lines.append(line.as_bytes());
             }
-            buffer.set(line);
         });
     }
 
