@@ -1,8 +1,8 @@
 //! [`HttpClient`]: the pooled HTTP client every provider shares, on hyper with rustls.
 //!
 //! Built on hyper's connections directly rather than a general-purpose client: a provider
-//! call is always a POST to a URL parsed once at start-up, with no redirects, cookies or
-//! proxies. reqwest's general-purpose layers (URL re-parsing, redirect policy, retry layer)
+//! call is always a POST to a URL parsed once at start-up, with no redirects or cookies
+//! (outbound proxies, when configured, are [`Proxies`](crate::Proxies)). reqwest's general-purpose layers (URL re-parsing, redirect policy, retry layer)
 //! cost about a fifth of SLLMP's instructions per request, and hyper-util's pooled client
 //! another tenth (a hashed pool lookup per request, and a task spawned per request to
 //! return the connection); see docs/benchmarks.md. Here each origin has its own
@@ -26,6 +26,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::HttpSettings;
 use crate::pool::{Lease, Pool, Shared};
+use crate::proxy::Connector;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -69,19 +70,26 @@ impl HttpClient {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(30)));
+        let proxies = Arc::new(settings.proxies.clone());
+        let tcp = Connector {
+            tcp: http,
+            proxies: Arc::clone(&proxies),
+            connect_timeout: settings.connect_timeout,
+        };
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1();
         let https = if settings.http2 {
-            builder.enable_http2().wrap_connector(http)
+            builder.enable_http2().wrap_connector(tcp)
         } else {
-            builder.wrap_connector(http)
+            builder.wrap_connector(tcp)
         };
         HttpClient {
             shared: Arc::new(Shared {
                 connector: https,
                 idle_timeout: settings.pool_idle_timeout,
+                proxies,
             }),
             pools: Arc::default(),
             read_timeout: settings.read_timeout,

@@ -9,6 +9,7 @@ use serde_json::Value;
 use sllmp_core::{Error, ErrorKind, Secret};
 
 use crate::client::{HttpClient, TransportError, TransportErrorKind};
+use crate::proxy::{Proxies, ProxyError};
 
 /// Connection settings of the shared client.
 #[derive(Debug, Clone)]
@@ -25,6 +26,9 @@ pub struct HttpSettings {
     /// its concurrent-stream limit (about 100), after which new requests queue. HTTP/1.1
     /// uses a pool of connections instead.
     pub http2: bool,
+    /// Outbound proxies ([`Proxies`]); none by default. [`HttpSettings::from_env`] reads
+    /// them from `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`.
+    pub proxies: Proxies,
 }
 
 impl Default for HttpSettings {
@@ -34,7 +38,23 @@ impl Default for HttpSettings {
             read_timeout: Duration::from_secs(600),
             pool_idle_timeout: Duration::from_secs(90),
             http2: false,
+            proxies: Proxies::default(),
         }
+    }
+}
+
+impl HttpSettings {
+    /// The defaults, with the outbound proxies the environment names
+    /// ([`Proxies::from_env`]): what a server binary should use.
+    ///
+    /// # Errors
+    ///
+    /// When a proxy variable holds an unusable URL; the error names the variable.
+    pub fn from_env() -> Result<HttpSettings, ProxyError> {
+        Ok(HttpSettings {
+            proxies: Proxies::from_env()?,
+            ..HttpSettings::default()
+        })
     }
 }
 

@@ -20,6 +20,7 @@ mod http;
 mod mock;
 mod openai;
 mod pool;
+mod proxy;
 pub mod sse;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub use client::{
 pub use http::{HttpSettings, http_client, retry_after, status_error, transport_error};
 pub use mock::Mock;
 pub use openai::{DEFAULT_API_BASE, OpenAi, OpenAiConfig};
+pub use proxy::{NoProxy, Proxies, Proxy, ProxyError};
 use sllmp_core::{JsonMap, Provider, Secret};
 
 /// The provider types SLLMP can build from configuration.

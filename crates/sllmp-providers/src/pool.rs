@@ -25,28 +25,34 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::{Connection, HttpConnector};
+use hyper_util::client::legacy::connect::Connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::client::{BoxError, TransportError, TransportErrorKind};
+use crate::proxy::{Connector, Proxies};
 
 /// What every pool of a client shares: how to connect, and for how long to keep idle
 /// connections.
 pub(crate) struct Shared {
-    pub(crate) connector: HttpsConnector<HttpConnector>,
+    pub(crate) connector: HttpsConnector<Connector>,
     pub(crate) idle_timeout: Duration,
+    pub(crate) proxies: Arc<Proxies>,
 }
 
 /// The connections to one origin.
 pub(crate) struct Pool {
     scheme: Scheme,
     authority: Authority,
-    /// `scheme://authority/`, what the connector dials.
+    /// `scheme://authority/`, what the connector dials (an `http://` origin with a proxy:
+    /// the proxy's).
     dial: Uri,
     /// The `Host` header of HTTP/1.1 requests.
     host: HeaderValue,
+    /// An `http://` origin reached through a proxy: requests keep their absolute target,
+    /// with the proxy's credentials (`Proxy-Authorization`), if any.
+    forward: Option<Forward>,
     /// Idle HTTP/1.1 connections, oldest first.
     idle: Mutex<VecDeque<Idle>>,
     /// The HTTP/2 connection, once one was negotiated.
@@ -54,6 +60,10 @@ pub(crate) struct Pool {
     /// Whether the task closing connections idle past the timeout runs.
     reaping: AtomicBool,
     shared: Arc<Shared>,
+}
+
+struct Forward {
+    authorization: Option<HeaderValue>,
 }
 
 struct Idle {
@@ -94,18 +104,29 @@ impl Pool {
     pub(crate) fn new(uri: &Uri, shared: Arc<Shared>) -> Option<Pool> {
         let scheme = uri.scheme()?.clone();
         let authority = uri.authority()?.clone();
-        let dial = Uri::builder()
+        let mut dial = Uri::builder()
             .scheme(scheme.clone())
             .authority(authority.clone())
             .path_and_query("/")
             .build()
             .ok()?;
         let host = HeaderValue::from_str(authority.as_str()).ok()?;
+        // `https://` origins with a proxy are tunnelled by the connector.
+        let forward = match shared.proxies.for_origin(&scheme, authority.host()) {
+            Some(proxy) if scheme == Scheme::HTTP => {
+                dial = proxy.uri().clone();
+                Some(Forward {
+                    authorization: proxy.authorization().cloned(),
+                })
+            }
+            _ => None,
+        };
         Some(Pool {
             scheme,
             authority,
             dial,
             host,
+            forward,
             idle: Mutex::new(VecDeque::new()),
             h2: Mutex::new(None),
             reaping: AtomicBool::new(false),
@@ -132,9 +153,20 @@ impl Pool {
                 .map(|r| (r, None))
                 .map_err(failed);
         }
-        // HTTP/1.1 writes the request target in origin form, and needs `Host`.
+        // HTTP/1.1 writes the request target in origin form (absolute to a proxy), and
+        // needs `Host`.
         let absolute = std::mem::take(request.uri_mut());
-        *request.uri_mut() = origin_form(&absolute);
+        match &self.forward {
+            None => *request.uri_mut() = origin_form(&absolute),
+            Some(forward) => {
+                *request.uri_mut() = absolute.clone();
+                if let Some(authorization) = &forward.authorization {
+                    request
+                        .headers_mut()
+                        .insert(http::header::PROXY_AUTHORIZATION, authorization.clone());
+                }
+            }
+        }
         request
             .headers_mut()
             .insert(http::header::HOST, self.host.clone());

@@ -137,8 +137,20 @@ fn load_gateway(path: Option<&std::path::Path>) -> Gateway {
         Some(path) => Config::load(path),
         None => Config::from_yaml(sllmp::DEFAULT_CONFIG, "<built-in default config>"),
     };
-    let built =
-        config.and_then(|config| Gateway::build(config, &http_client(&HttpSettings::default())));
+    // Outbound proxies from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY.
+    let http = match HttpSettings::from_env() {
+        Ok(http) => http,
+        Err(err) => {
+            eprintln!("{err}; correct the variable or unset it");
+            std::process::exit(2);
+        }
+    };
+    for (scheme, proxy) in [("https", &http.proxies.https), ("http", &http.proxies.http)] {
+        if let Some(proxy) = proxy {
+            tracing::info!(%proxy, "{scheme}:// upstreams go through an outbound proxy");
+        }
+    }
+    let built = config.and_then(|config| Gateway::build(config, &http_client(&http)));
     match built {
         Ok(gateway) => gateway,
         Err(err) => {

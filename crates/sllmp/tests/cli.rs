@@ -84,3 +84,20 @@ fn check_reports_every_problem_and_exits_2() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_unusable_proxy_variable_is_named_and_exits_2() {
+    let output = Command::new(SLLMP)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HTTPS_PROXY", "socks5://me:hunter22@proxy.internal:1080")
+        .env_remove("https_proxy")
+        .env_remove("SLLMP_CONFIG")
+        .output()
+        .expect("run sllmp serve");
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap(),
+        "HTTPS_PROXY: `socks5://proxy.internal:1080` is not a usable proxy: only http:// proxies are supported \
+         (HTTPS upstreams still get TLS end to end, through a CONNECT tunnel); correct the variable or unset it\n"
+    );
+}
