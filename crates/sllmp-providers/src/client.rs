@@ -89,6 +89,7 @@ impl HttpClient {
             shared: Arc::new(Shared {
                 connector: https,
                 idle_timeout: settings.pool_idle_timeout,
+                http2: settings.http2,
                 proxies,
             }),
             pools: Arc::default(),

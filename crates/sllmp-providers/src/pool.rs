@@ -3,7 +3,7 @@
 //! A [`Pool`] lends an HTTP/1.1 connection to one request at a time and takes it back when
 //! the response has been read to its end (a response abandoned half-read closes its
 //! connection: HTTP/1.1 cannot skip the rest). With HTTP/2 negotiated, one connection is
-//! shared by every request. Providers hold their origin's pool (an [`Endpoint`]), so a request
+//! shared by every request (those arriving while it is being made wait for it). Providers hold their origin's pool (an [`Endpoint`]), so a request
 //! finds it without a lookup; idle connections are reused newest first, and dropped when the
 //! upstream has closed them or when they have been idle longer than the idle timeout (a
 //! task per pool closes those while there are idle connections, so a pool left alone
@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -38,6 +38,8 @@ use crate::proxy::{Connector, Proxies};
 pub(crate) struct Shared {
     pub(crate) connector: HttpsConnector<Connector>,
     pub(crate) idle_timeout: Duration,
+    /// Whether HTTP/2 is offered (ALPN) to `https://` origins.
+    pub(crate) http2: bool,
     pub(crate) proxies: Arc<Proxies>,
 }
 
@@ -59,8 +61,17 @@ pub(crate) struct Pool {
     h2: Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
     /// Whether the task closing connections idle past the timeout runs.
     reaping: AtomicBool,
+    /// What the origin answered when HTTP/2 was offered: [`UNKNOWN`], [`HTTP1`] or
+    /// [`HTTP2`]. While it may be HTTP/2, one request at a time connects (`h2_connecting`)
+    /// and the others wait for that connection instead of opening their own.
+    protocol: AtomicU8,
+    h2_connecting: tokio::sync::Mutex<()>,
     shared: Arc<Shared>,
 }
+
+const UNKNOWN: u8 = 0;
+const HTTP1: u8 = 1;
+const HTTP2: u8 = 2;
 
 struct Forward {
     authorization: Option<HeaderValue>,
@@ -121,7 +132,15 @@ impl Pool {
             }
             _ => None,
         };
+        // Only `https://` origins negotiate HTTP/2 (ALPN); others are known HTTP/1.1.
+        let protocol = if shared.http2 && scheme == Scheme::HTTPS {
+            UNKNOWN
+        } else {
+            HTTP1
+        };
         Some(Pool {
+            protocol: AtomicU8::new(protocol),
+            h2_connecting: tokio::sync::Mutex::new(()),
             scheme,
             authority,
             dial,
@@ -146,12 +165,15 @@ impl Pool {
         self: &Arc<Self>,
         mut request: Request<Full<Bytes>>,
     ) -> Result<(Response<Incoming>, Option<Lease>), TransportError> {
-        if let Some(mut h2) = self.h2_sender() {
-            return h2
-                .send_request(request)
-                .await
-                .map(|r| (r, None))
-                .map_err(failed);
+        if let Some(h2) = self.h2_sender() {
+            return send_h2(h2, request).await;
+        }
+        // An origin that may speak HTTP/2: one connection is enough, so requests wait for
+        // the one being made (boxed: rare, and it holds a whole connect).
+        if self.protocol.load(Ordering::Relaxed) != HTTP1 {
+            if let Some(sent) = Box::pin(self.send_on_shared(&mut request)).await {
+                return sent;
+            }
         }
         // HTTP/1.1 writes the request target in origin form (absolute to a proxy), and
         // needs `Host`.
@@ -195,6 +217,36 @@ impl Pool {
                 *request.uri_mut() = absolute;
                 let response = sender.send_request(request).await.map_err(failed)?;
                 Ok((response, None))
+            }
+        }
+    }
+
+    /// Sends `request` on the origin's HTTP/2 connection, made here unless another request
+    /// is making it (then waited for); `None` (with `request` untouched) when the origin
+    /// turned out to speak HTTP/1.1 only (the connection made is left idle in the pool).
+    async fn send_on_shared(
+        self: &Arc<Self>,
+        request: &mut Request<Full<Bytes>>,
+    ) -> Option<Result<(Response<Incoming>, Option<Lease>), TransportError>> {
+        let connecting = self.h2_connecting.lock().await;
+        if let Some(h2) = self.h2_sender() {
+            drop(connecting);
+            return Some(send_h2(h2, std::mem::take(request)).await);
+        }
+        if self.protocol.load(Ordering::Relaxed) == HTTP1 {
+            return None;
+        }
+        let connected = match self.connect().await {
+            Ok(connected) => connected,
+            Err(err) => return Some(Err(err)),
+        };
+        drop(connecting);
+        match connected {
+            Connected::H2(sender) => Some(send_h2(sender, std::mem::take(request)).await),
+            // Idle for a moment: the HTTP/1.1 path takes it from there.
+            Connected::H1(sender) => {
+                self.put(sender);
+                None
             }
         }
     }
@@ -269,7 +321,12 @@ impl Pool {
             .await
             .map_err(connect_failed)?;
         let handshake_failed = |err: hyper::Error| connect_failed(Box::new(err));
-        if io.connected().is_negotiated_h2() {
+        let h2 = io.connected().is_negotiated_h2();
+        if self.protocol.load(Ordering::Relaxed) == UNKNOWN {
+            self.protocol
+                .store(if h2 { HTTP2 } else { HTTP1 }, Ordering::Relaxed);
+        }
+        if h2 {
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(io)
@@ -323,6 +380,17 @@ async fn reap(pool: Weak<Pool>, timeout: Duration) {
             }
         }
     }
+}
+
+async fn send_h2(
+    mut sender: http2::SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Result<(Response<Incoming>, Option<Lease>), TransportError> {
+    sender
+        .send_request(request)
+        .await
+        .map(|response| (response, None))
+        .map_err(failed)
 }
 
 fn failed(err: hyper::Error) -> TransportError {

@@ -55,8 +55,9 @@ async fn https_upstreams_are_called_over_http1_and_reuse_the_connection() {
 async fn http2_is_used_when_enabled_and_offered_and_one_connection_carries_every_request() {
     let (uri, seen) = upstream(&[b"h2", b"http/1.1"]).await;
     let client = client(true);
-    post_all(&client, &uri, 1).await;
+    // Five at once before anything is known of the origin: they wait for one connection.
     post_all(&client, &uri, 5).await;
+    post_all(&client, &uri, 1).await;
     post_all(&client, &uri, 1).await;
     assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
     let requests = seen.requests.lock().unwrap().clone();
@@ -68,14 +69,20 @@ async fn http2_is_used_when_enabled_and_offered_and_one_connection_carries_every
     let mut bodies: Vec<_> = requests.iter().map(|r| r.3.clone()).collect();
     bodies.sort();
     assert_eq!(bodies.iter().filter(|b| *b == "{\"n\":0}").count(), 3);
+    assert_eq!(bodies.iter().filter(|b| *b == "{\"n\":4}").count(), 1);
 }
 
 #[tokio::test]
 async fn http2_enabled_falls_back_to_http1_when_the_upstream_offers_only_it() {
     let (uri, seen) = upstream(&[b"http/1.1"]).await;
-    post_all(&client(true), &uri, 2).await;
+    let client = client(true);
+    post_all(&client, &uri, 2).await;
+    // Known HTTP/1.1 now: concurrent requests get connections of their own again.
+    post_all(&client, &uri, 3).await;
     let requests = seen.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 5);
     assert!(requests.iter().all(|r| r.0 == Version::HTTP_11));
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
