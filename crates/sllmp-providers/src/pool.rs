@@ -170,10 +170,10 @@ impl Pool {
         }
         // An origin that may speak HTTP/2: one connection is enough, so requests wait for
         // the one being made (boxed: rare, and it holds a whole connect).
-        if self.protocol.load(Ordering::Relaxed) != HTTP1 {
-            if let Some(sent) = Box::pin(self.send_on_shared(&mut request)).await {
-                return sent;
-            }
+        if self.protocol.load(Ordering::Relaxed) != HTTP1
+            && let Some(sent) = Box::pin(self.send_on_shared(&mut request)).await
+        {
+            return sent;
         }
         // HTTP/1.1 writes the request target in origin form (absolute to a proxy), and
         // needs `Host`.
