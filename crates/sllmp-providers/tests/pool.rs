@@ -1,6 +1,8 @@
 //! The client's connection pool, against a raw HTTP/1.1 server that counts connections and
 //! records what reached it.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Uri};
 use sllmp_providers::sse::SseStream;
 use sllmp_providers::{Endpoint, HttpSettings, TransportErrorKind, http_client};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// How the server treats a connection after answering.
@@ -86,34 +88,9 @@ impl Upstream {
 async fn serve(mut socket: TcpStream, after: AfterAnswer, seen: Arc<Mutex<Seen>>) {
     let mut buf = Vec::new();
     loop {
-        // One request: head, then `content-length` bytes of body.
-        let head_end = loop {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(head) = common::read_request(&mut socket, &mut buf).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let length: usize = head
-            .lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("content-length")
-                    .then(|| value.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        while buf.len() < head_end + length {
-            let mut chunk = [0u8; 4096];
-            match socket.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        buf.drain(..head_end + length);
         let n = {
             let mut seen = seen.lock().unwrap();
             seen.heads.push(head);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{HeaderMap, Version};
 use sllmp_providers::{HttpSettings, NoProxy, Proxies, Proxy, TransportErrorKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 /// What the proxy was asked, per connection: the request line and its
@@ -61,15 +61,8 @@ impl TestProxy {
 /// from there on, bytes flow both ways untouched.
 async fn relay(mut client: TcpStream, asked: Arc<Mutex<Asked>>, wanted: Option<String>) {
     let mut buf = Vec::new();
-    let head_end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        let mut chunk = [0u8; 4096];
-        match client.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
+    let Some(head_end) = common::read_head(&mut client, &mut buf).await else {
+        return;
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let line = head.lines().next().unwrap().to_string();
@@ -157,32 +150,7 @@ async fn plain_upstream() -> (String, Arc<Mutex<Vec<String>>>) {
             let heads = Arc::clone(&shared);
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        let mut chunk = [0u8; 4096];
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            let (name, value) = l.split_once(':')?;
-                            name.eq_ignore_ascii_case("content-length")
-                                .then(|| value.trim().parse().unwrap())
-                        })
-                        .unwrap_or(0);
-                    while buf.len() < end + 4 + length {
-                        let mut chunk = [0u8; 4096];
-                        match socket.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    buf.drain(..end + 4 + length);
+                while let Some(head) = common::read_request(&mut socket, &mut buf).await {
                     heads.lock().unwrap().push(head);
                     let body = b"{\"ok\":true}";
                     let answer = format!(

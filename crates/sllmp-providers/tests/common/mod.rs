@@ -1,5 +1,6 @@
-//! Helpers shared by the TLS and proxy tests: a rustls upstream whose certificate the test
-//! CA in `tests/fixtures` signed, and a client that trusts that CA.
+//! Helpers shared by the pool, TLS and proxy tests: reading raw HTTP/1.1 requests, a rustls
+//! upstream whose certificate the test CA in `tests/fixtures` signed, and a client that
+//! trusts that CA.
 
 // Each test file uses a part of it.
 #![allow(dead_code)]
@@ -17,7 +18,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sllmp_providers::{HttpClient, HttpSettings};
-use tokio::net::TcpListener;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 const CA: &[u8] = include_bytes!("../fixtures/ca.crt");
@@ -123,4 +125,46 @@ pub(crate) fn client(http2: bool) -> HttpClient {
         http2,
         ..HttpSettings::default()
     })
+}
+
+/// Reads from `socket` until `buf` holds a whole request head; its length, or `None` when
+/// the connection ends first.
+pub(crate) async fn read_head(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(end + 4);
+        }
+        read_more(socket, buf).await?;
+    }
+}
+
+/// One request off `socket`: its head (as text), its `content-length` body consumed; what
+/// follows stays in `buf`. `None` when the connection ends first.
+pub(crate) async fn read_request(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let head_end = read_head(socket, buf).await?;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        read_more(socket, buf).await?;
+    }
+    buf.drain(..head_end + length);
+    Some(head)
+}
+
+async fn read_more(socket: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 4096];
+    match socket.read(&mut chunk).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Some(())
+        }
+    }
 }
