@@ -1,12 +1,12 @@
 //! [`HttpClient`]: the pooled HTTP client every provider shares, on hyper with rustls.
 //!
-//! Built on hyper's connections directly rather than a general-purpose client: a provider
-//! call is always a POST to a URL parsed once at start-up, with no redirects or cookies
-//! (outbound proxies, when configured, are [`Proxies`](crate::Proxies)). reqwest's general-purpose layers (URL re-parsing, redirect policy, retry layer)
-//! cost about a fifth of SLLMP's instructions per request, and hyper-util's pooled client
-//! another tenth (a hashed pool lookup per request, and a task spawned per request to
-//! return the connection); see docs/benchmarks.md. Here each origin has its own
-//! [`Pool`](crate::pool), which a provider holds as an [`Endpoint`].
+//! Built on hyper's connections directly rather than a general-purpose client: a provider call
+//! is always a POST to a URL parsed once at start-up, with no redirects or cookies (outbound
+//! proxies, when configured, are [`Proxies`](crate::Proxies)). reqwest's general-purpose layers
+//! (URL re-parsing, redirect policy, retry layer) cost about a fifth of SLLMP's instructions
+//! per request, and hyper-util's pooled client another tenth (a hashed pool lookup per request,
+//! and a task spawned per request to return the connection); see docs/benchmarks.md. Here each
+//! origin has its own [`Pool`](crate::pool), which a provider holds as an [`Endpoint`].
 
 use std::fmt;
 use std::future::Future;

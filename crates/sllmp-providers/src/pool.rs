@@ -1,13 +1,13 @@
 //! Connections to one origin (scheme, host and port), kept open between requests.
 //!
-//! A [`Pool`] lends an HTTP/1.1 connection to one request at a time and takes it back when
-//! the response has been read to its end (a response abandoned half-read closes its
-//! connection: HTTP/1.1 cannot skip the rest). With HTTP/2 negotiated, one connection is
-//! shared by every request (those arriving while it is being made wait for it). Providers hold their origin's pool (an [`Endpoint`]), so a request
-//! finds it without a lookup; idle connections are reused newest first, and dropped when the
-//! upstream has closed them or when they have been idle longer than the idle timeout (a
-//! task per pool closes those while there are idle connections, so a pool left alone
-//! after a burst does not keep its connections open).
+//! A [`Pool`] lends an HTTP/1.1 connection to one request at a time and takes it back when the
+//! response has been read to its end (a response abandoned half-read closes its connection:
+//! HTTP/1.1 cannot skip the rest). With HTTP/2 negotiated, one connection is shared by every
+//! request (those arriving while it is being made wait for it). Providers hold their origin's
+//! pool (an [`Endpoint`]), so a request finds it without a lookup; idle connections are reused
+//! newest first, and dropped when the upstream has closed them or when they have been idle
+//! longer than the idle timeout (a task per pool closes those while there are idle connections,
+//! so a pool left alone after a burst does not keep its connections open).
 //!
 //! [`Endpoint`]: crate::Endpoint
 
