@@ -25,7 +25,7 @@ pub fn upstream_providers(
     ProviderRegistry::new().with(OpenAi::new(
         "openai",
         config,
-        http_client(&HttpSettings::default()),
+        http_client(&HttpSettings::direct()),
     ))
 }
 
@@ -102,12 +102,9 @@ impl TestServer {
         let config = Config::from_yaml_with_env(yaml, "test.yaml", &lookup)
             .unwrap_or_else(|e| panic!("test config: {e}"));
         let gateway =
-            Gateway::build_with_env(config, &http_client(&HttpSettings::default()), &lookup)
+            Gateway::build_with_env(config, &http_client(&HttpSettings::direct()), &lookup)
                 .unwrap_or_else(|e| panic!("test gateway: {e}"));
-        let server = Server::from_shared(gateway.providers())
-            .models(gateway.models())
-            .pipeline(gateway);
-        TestServer::start(server).await
+        TestServer::start(Server::from_gateway(gateway)).await
     }
 
     /// The server's base URL, `http://127.0.0.1:PORT`.
@@ -130,6 +127,11 @@ impl TestServer {
     pub async fn chat_with(&self, body: &Value, headers: &[(&str, &str)]) -> Answer {
         self.post_raw("/v1/chat/completions", body.to_string(), headers)
             .await
+    }
+
+    /// `POST /v1/embeddings` with a JSON body.
+    pub async fn embeddings(&self, body: &Value) -> Answer {
+        self.post_raw("/v1/embeddings", body.to_string(), &[]).await
     }
 
     /// `POST path` with a raw body.

@@ -218,9 +218,9 @@ async fn openai_without_a_key_is_an_authentication_error() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_openai_errors() {
     let server = default_server().await;
-    let answer = server.get("/v1/embeddings").await;
+    let answer = server.get("/v1/audio/speech").await;
     assert_eq!(answer.status, 404);
-    insta::assert_snapshot!(stable(&answer.body), @r#"{"error":{"message":"Invalid URL (/v1/embeddings): no such route","type":"invalid_request_error","param":null,"code":"unknown_url","request_id":"[request_id]"}}"#);
+    insta::assert_snapshot!(stable(&answer.body), @r#"{"error":{"message":"Invalid URL (/v1/audio/speech): no such route","type":"invalid_request_error","param":null,"code":"unknown_url","request_id":"[request_id]"}}"#);
 
     let answer = server.get("/v1/chat/completions").await;
     assert_eq!(answer.status, 405);

@@ -119,7 +119,7 @@ async fn a_panicking_middleware_is_a_500_with_the_request_id() {
     let server = Server::new(ProviderRegistry::new().with(Mock::new("mock"))).pipeline(
         |pipeline: &mut Pipeline| {
             pipeline.add(Hooks::new("buggy").on_request(|_, req| {
-                if req.model == "mock:boom" {
+                if req.model() == "mock:boom" {
                     panic!("a bug in a middleware");
                 }
                 Ok(Flow::Continue)

@@ -20,9 +20,8 @@ async fn proxy(upstream: &MockUpstream, timeout: Option<Duration>) -> TestServer
     let server = Server::new(providers).pipeline(|pipeline: &mut Pipeline| {
         pipeline.add(
             Retry::new()
-                .max_retries(2)
-                .base_delay(Duration::from_millis(5))
-                .jitter(false),
+                .max_attempts(3)
+                .base_delay(Duration::from_millis(5)),
         );
     });
     TestServer::start(server).await
@@ -118,8 +117,10 @@ async fn a_rewritten_request_is_encoded_from_the_value() {
     let server =
         Server::new(upstream_providers(&upstream, |_| {})).pipeline(|pipeline: &mut Pipeline| {
             pipeline.add(Hooks::new("cap_temperature").on_request(|_, req| {
-                if req.temperature.is_some_and(|t| t > 1.0) {
-                    req.temperature = Some(1.0);
+                if let Some(chat) = req.chat_mut()
+                    && chat.temperature.is_some_and(|t| t > 1.0)
+                {
+                    chat.temperature = Some(1.0);
                 }
                 Ok(sllmp::Flow::Continue)
             }));

@@ -19,8 +19,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sllmp::core::StreamAssembler;
 use sllmp::providers::sse::{SseDecoder, SseEvent};
-use sllmp::{ChatChunk, ChatRequest, StreamAssembler, Validation};
+use sllmp::{ChatChunk, ChatRequest, Validation};
 use sllmp_bench::fixtures::{READ_SIZES, chat_request_body, chunk_payloads, openai_transcript};
 
 /// Content chunks of the transcripts.

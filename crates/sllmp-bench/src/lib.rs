@@ -85,8 +85,8 @@ pub fn production_hooks(totals: Arc<Totals>) -> Hooks {
     let on_error = Arc::clone(&totals);
     Hooks::new("bench_accounting")
         .on_request(|ctx: &mut Ctx, req| {
-            let prompt_bytes = req
-                .messages
+            let messages = req.chat().map_or(&[][..], |chat| &chat.messages[..]);
+            let prompt_bytes = messages
                 .iter()
                 .map(|m| match &m.content {
                     Some(Value::String(text)) => text.len(),
@@ -99,18 +99,15 @@ pub fn production_hooks(totals: Arc<Totals>) -> Hooks {
                 })
                 .sum();
             ctx.extensions_mut().insert(Tally {
-                messages: req.messages.len(),
+                messages: messages.len(),
                 prompt_bytes,
                 ..Tally::default()
             });
             Ok(Flow::Continue)
         })
         .on_attempt(|ctx, req| {
-            if !req.model.contains(':') {
-                tracing::debug!(
-                    model = req.model.as_str(),
-                    "model without a provider prefix"
-                );
+            if !req.model().contains(':') {
+                tracing::debug!(model = req.model(), "model without a provider prefix");
             }
             if let Some(tally) = ctx.extensions_mut().get_mut::<Tally>() {
                 tally.attempts += 1;

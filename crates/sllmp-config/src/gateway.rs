@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use sllmp_core::{Error, ModelInfo, ProviderRegistry, Request, Secret};
+use sllmp_core::{Error, ModelInfo, ProviderRegistry, Request, Route, Secret};
 use sllmp_observe::RequestLog;
 use sllmp_pipeline::{Ctx, Flow, HookSet, Middleware, Pipeline, PipelineFactory, Retry};
 use sllmp_providers::{DEFAULT_API_BASE, HttpClient, PROVIDER_TYPES};
@@ -45,7 +45,8 @@ struct Inner {
 
 struct FeatureRuntime {
     providers: Arc<ProviderRegistry>,
-    model: Option<String>,
+    /// The feature's `model`, parsed once.
+    route: Option<Route>,
 }
 
 impl Gateway {
@@ -107,7 +108,7 @@ impl Gateway {
                 feature.name.clone(),
                 FeatureRuntime {
                     providers: Arc::new(providers),
-                    model: feature.model.clone(),
+                    route: feature.model.as_deref().and_then(Route::parse),
                 },
             );
         }
@@ -166,6 +167,14 @@ impl Gateway {
 impl PipelineFactory for Gateway {
     fn build(&self, pipeline: &mut Pipeline) {
         self.add_to(pipeline);
+    }
+
+    fn providers(&self) -> Option<Arc<ProviderRegistry>> {
+        Some(Gateway::providers(self))
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        Gateway::models(self)
     }
 }
 
@@ -259,14 +268,15 @@ impl Middleware for SelectFeature {
             .and_then(|v| v.to_str().ok());
         let feature = inner
             .config
-            .detect_feature(req.metadata.as_ref(), header)
+            .detect_feature(req.metadata(), header)
             .map_err(feature_error)?;
         let runtime = &inner.features[&feature.name];
         ctx.set_feature(feature.name.clone());
         ctx.set_providers(Arc::clone(&runtime.providers));
-        if let Some(model) = &runtime.model {
-            // The model is rewritten on the way upstream anyway: the client's bytes stay.
-            req.set_model(model.as_str());
+        if let Some(route) = &runtime.route {
+            // A route, not a model string: the request (and the client's bytes) stay as
+            // they are.
+            ctx.set_route(route.clone());
         }
         Ok(Flow::Continue)
     }

@@ -231,7 +231,7 @@ pub fn estimate_prompt_tokens(request: &ChatRequest) -> u64 {
     request
         .messages
         .iter()
-        .map(|m| estimate_tokens(&m.text()) + 3)
+        .map(|m| (m.text_len() as u64).div_ceil(4) + 3)
         .sum()
 }
 

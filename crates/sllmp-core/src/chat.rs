@@ -114,7 +114,7 @@ impl ChatRequest {
     }
 }
 
-fn request_error(err: serde_path_to_error::Error<serde_json::Error>) -> Error {
+pub(crate) fn request_error(err: serde_path_to_error::Error<serde_json::Error>) -> Error {
     let path = err.path().to_string();
     let inner = err.into_inner();
     if inner.is_syntax() || inner.is_eof() {
@@ -199,6 +199,19 @@ impl Message {
                 .collect::<Vec<_>>()
                 .join(""),
             _ => String::new(),
+        }
+    }
+
+    /// The length in bytes of [`Message::text`], without building it.
+    pub fn text_len(&self) -> usize {
+        match &self.content {
+            Some(Value::String(text)) => text.len(),
+            Some(Value::Array(parts)) => parts
+                .iter()
+                .filter_map(|part| part.get("text").and_then(Value::as_str))
+                .map(str::len)
+                .sum(),
+            _ => 0,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! The chat types are **lossless**: every field the proxy does not model is kept in an
 //! [`Extra`] map, in order, and written back out, so a parameter OpenAI ships tomorrow passes through
 //! the proxy today. Better still, while nothing changes them, bytes are forwarded as they
-//! came: a [`Request`] keeps the client's JSON (a provider sends it with only the routed
+//! came: a [`ChatInput`] keeps the client's JSON (a provider sends it with only the routed
 //! members rewritten, [`UpstreamRequest::to_json`]) and a [`Completion`] the provider's.
 //!
 //! ```
@@ -24,26 +24,36 @@
 //! ```
 
 mod assemble;
+mod call;
 mod chat;
+mod chat_input;
 mod completion;
+mod embeddings;
 mod error;
 mod extra;
 mod open_struct;
+mod operation;
 mod provider;
-mod request;
+mod route;
 mod secret;
 mod splice;
 
 pub use assemble::{StreamAssembler, estimate_prompt_tokens, estimate_tokens};
+pub use call::Call;
 pub use chat::{
     ChatChunk, ChatCompletion, ChatRequest, Choice, ChunkChoice, Delta, FunctionCall,
     FunctionCallDelta, Message, StreamOptions, ToolCall, ToolCallDelta, Usage,
 };
+pub use chat_input::{ChatInput, Routed, UpstreamRequest};
 pub use completion::Completion;
+pub use embeddings::{
+    Embedding, Embeddings, EmbeddingsRequest, EmbeddingsResponse, EmbeddingsUsage,
+};
 pub use error::{Error, ErrorBody, ErrorKind};
 pub use extra::{Extra, ExtraIntoIter, ExtraIter};
-pub use provider::{ChunkStream, ModelInfo, Provider, ProviderRegistry, Target};
-pub use request::{Request, Routed, UpstreamRequest};
+pub use operation::{Operation, Request, Response};
+pub use provider::{ChunkStream, ModelInfo, Provider, ProviderRegistry, unsupported};
+pub use route::Route;
 pub use secret::Secret;
 
 /// A JSON object (`metadata`, provider options).

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use futures_core::Stream;
 
-use crate::{ChatChunk, Completion, Error, UpstreamRequest};
+use crate::{
+    Call, ChatChunk, Completion, Embeddings, EmbeddingsRequest, Error, Route, UpstreamRequest,
+};
 
 /// The chunks of a streamed completion. Dropping it stops the upstream call.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
@@ -25,6 +27,13 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Sen
 ///
 /// When a stream was asked for, the pipeline sets `stream_options.include_usage` so that a
 /// provider reports the usage of every stream in its last chunk.
+///
+/// Each call also gets a [`Call`]: the route, the request id, the attempt's deadline and
+/// first-token limit, and headers to add upstream. An adapter chooses its own URL and auth
+/// style from its configuration and the route (a deployment URL, a model in the path, a key
+/// in `api-key`, `x-api-key` or `Authorization`).
+///
+/// An operation a provider does not implement answers a 400 `unsupported_operation`.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync + 'static {
     /// The name the provider is addressed by (`openai`, or an alias such as `my-openai`);
@@ -40,11 +49,38 @@ pub trait Provider: Send + Sync + 'static {
     /// [`Completion::from_json`], so that the client gets those bytes as they came while no
     /// middleware changes the answer; a translating provider returns its
     /// [`ChatCompletion`](crate::ChatCompletion) `.into()` a [`Completion`].
-    async fn chat(&self, req: &UpstreamRequest<'_>) -> Result<Completion, Error>;
+    async fn chat(&self, call: &Call<'_>, req: &UpstreamRequest<'_>) -> Result<Completion, Error>;
 
     /// A streamed completion. Errors before the first chunk are returned here; errors
-    /// later are items of the stream.
-    async fn chat_stream(&self, req: &UpstreamRequest<'_>) -> Result<ChunkStream, Error>;
+    /// later are items of the stream. A stream that ends without the provider's end marker
+    /// (`data: [DONE]` for OpenAI) must end with an error, never as if it were complete.
+    async fn chat_stream(
+        &self,
+        call: &Call<'_>,
+        req: &UpstreamRequest<'_>,
+    ) -> Result<ChunkStream, Error>;
+
+    /// Embedding vectors for `req` (its `model` already the provider's own name, its
+    /// `metadata` taken out). A provider that returns OpenAI's JSON returns
+    /// [`Embeddings::from_json`], so the client gets those bytes.
+    async fn embeddings(
+        &self,
+        call: &Call<'_>,
+        req: &EmbeddingsRequest,
+    ) -> Result<Embeddings, Error> {
+        let _ = req;
+        Err(unsupported(self.name(), call.route, "embeddings"))
+    }
+}
+
+/// The error for an operation a provider does not serve.
+pub fn unsupported(provider: &str, route: &Route, operation: &str) -> Error {
+    Error::invalid_request(
+        "unsupported_operation",
+        Some("model".to_string()),
+        format!("provider '{provider}' does not serve {operation} (model '{route}')"),
+    )
+    .with_provider(provider)
 }
 
 /// A model listed on `GET /v1/models`.
@@ -56,33 +92,13 @@ pub struct ModelInfo {
     pub owned_by: String,
 }
 
-/// Where an attempt goes: a provider and the model name it knows.
-#[derive(Clone)]
-pub struct Target {
-    /// The provider.
-    pub provider: Arc<dyn Provider>,
-    /// The name the request used for it (`openai`, `my-openai`).
-    pub provider_name: String,
-    /// The model as the provider names it (`gpt-4o`).
-    pub model: String,
-}
-
-impl fmt::Debug for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Target")
-            .field("provider", &self.provider_name)
-            .field("model", &self.model)
-            .finish()
-    }
-}
-
 /// Named providers, resolving `provider:model` ids.
 ///
 /// ```
 /// use sllmp_core::ProviderRegistry;
 ///
 /// let registry = ProviderRegistry::new();
-/// let err = registry.resolve("gpt-4o").unwrap_err();
+/// let err = registry.resolve("gpt-4o").err().unwrap();
 /// assert_eq!(err.status(), 404);
 /// assert_eq!(err.code(), Some("model_not_found"));
 /// ```
@@ -132,42 +148,54 @@ impl ProviderRegistry {
             .collect()
     }
 
-    /// Splits `provider:model` at the first `:` and finds the provider.
+    /// Reads `model` as a [`Route`] (`provider:model`, or `provider/model`).
     ///
-    /// A model without a provider prefix, with nothing after it, or with an unknown
-    /// provider is a 404 `model_not_found` naming the fix.
-    pub fn resolve(&self, model: &str) -> Result<Target, Error> {
-        let Some((provider_name, model_name)) = model.split_once(':') else {
-            let known = if self.providers.is_empty() || self.providers.contains_key("openai") {
-                "openai"
-            } else {
-                self.names().next().unwrap_or("openai")
-            };
-            return Err(Error::model_not_found(format!(
-                "model '{model}' must be written as provider:model, e.g. '{known}:{model}'"
-            )));
-        };
-        if model_name.is_empty() {
-            return Err(Error::model_not_found(format!(
-                "model '{model}' names no model after the provider '{provider_name}:'"
-            )));
+    /// A model without a provider prefix, or with nothing after it, is a 404
+    /// `model_not_found` naming the fix. The provider is not looked up yet
+    /// ([`ProviderRegistry::provider`]).
+    pub fn route(&self, model: &str) -> Result<Route, Error> {
+        if let Some(route) = Route::parse(model) {
+            return Ok(route);
         }
-        let Some(provider) = self.providers.get(provider_name) else {
+        match model.split_once(':').or_else(|| model.split_once('/')) {
+            Some((provider, _)) if !provider.is_empty() => Err(Error::model_not_found(format!(
+                "model '{model}' names no model after the provider '{provider}:'"
+            ))),
+            _ => {
+                let known = if self.providers.is_empty() || self.providers.contains_key("openai") {
+                    "openai"
+                } else {
+                    self.names().next().unwrap_or("openai")
+                };
+                Err(Error::model_not_found(format!(
+                    "model '{model}' must be written as provider:model, e.g. '{known}:{model}'"
+                )))
+            }
+        }
+    }
+
+    /// The provider `route` names; an unknown one is a 404 `model_not_found` listing the
+    /// configured providers.
+    pub fn provider(&self, route: &Route) -> Result<&Arc<dyn Provider>, Error> {
+        self.providers.get(route.provider()).ok_or_else(|| {
             let known: Vec<&str> = self.names().collect();
-            return Err(Error::model_not_found(format!(
-                "unknown provider '{provider_name}' in model '{model}'; configured providers: {}",
+            Error::model_not_found(format!(
+                "unknown provider '{}' in model '{route}'; configured providers: {}",
+                route.provider(),
                 if known.is_empty() {
                     "none".to_string()
                 } else {
                     known.join(", ")
                 }
-            )));
-        };
-        Ok(Target {
-            provider: Arc::clone(provider),
-            provider_name: provider_name.to_string(),
-            model: model_name.to_string(),
+            ))
         })
+    }
+
+    /// [`ProviderRegistry::route`], then [`ProviderRegistry::provider`].
+    pub fn resolve(&self, model: &str) -> Result<(Route, Arc<dyn Provider>), Error> {
+        let route = self.route(model)?;
+        let provider = Arc::clone(self.provider(&route)?);
+        Ok((route, provider))
     }
 }
 

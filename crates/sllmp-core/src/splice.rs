@@ -11,7 +11,7 @@ use memchr::memmem::Finder;
 use serde::Serialize;
 
 use crate::ChatRequest;
-use crate::request::Replaced;
+use crate::chat_input::Replaced;
 
 /// Where `"model"` and `"metadata"` may start: one search finds both.
 static QUOTE_M: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"m"));

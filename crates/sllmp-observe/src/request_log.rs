@@ -11,7 +11,7 @@ use crate::BatchWriter;
 use crate::line_format::{with_line, write_f64, write_quoted, write_timestamp};
 
 /// Logs one `tracing` event per request, at completion, on the `sllmp::request` target:
-/// request id, feature, requested model, provider and provider model, stream or not, outcome,
+/// request id, operation (`chat`, `embeddings`), feature, requested model, provider and provider model, stream or not, outcome,
 /// status, error type, attempts, token usage (flagged when estimated), latency and time to
 /// first chunk. Never the messages, never a header, never a key.
 ///
@@ -42,6 +42,7 @@ macro_rules! request_event {
             target: "sllmp::request",
             $level,
             request_id = $line.request_id,
+            operation = $line.operation,
             feature = $line.feature,
             model = $line.model,
             provider = $line.provider,
@@ -110,6 +111,7 @@ pub(crate) fn write_lines_to(writer: BatchWriter) {
 /// The fields of a request's line.
 struct Line<'a> {
     request_id: &'a str,
+    operation: &'static str,
     feature: &'a str,
     model: &'a str,
     provider: &'a str,
@@ -138,10 +140,11 @@ impl<'a> Line<'a> {
         let usage = ctx.usage();
         Line {
             request_id: ctx.request_id(),
+            operation: ctx.operation().as_str(),
             feature: ctx.feature().unwrap_or(""),
             model: ctx.requested_model(),
-            provider: target.map_or("", |t| t.provider.as_str()),
-            provider_model: target.map_or("", |t| t.model.as_str()),
+            provider: target.map_or("", |t| t.provider()),
+            provider_model: target.map_or("", |t| t.model()),
             stream: ctx.is_stream(),
             outcome: outcome.as_str(),
             status,
@@ -178,6 +181,7 @@ impl<'a> Line<'a> {
         write_quoted(line, self.request_id)?;
         let mut number = itoa::Buffer::new();
         for (key, value) in [
+            (" operation=", self.operation),
             (" feature=", self.feature),
             (" model=", self.model),
             (" provider=", self.provider),
@@ -230,6 +234,7 @@ mod tests {
     fn the_direct_line_is_the_events_line() {
         let plain = Line {
             request_id: "req_1",
+            operation: "chat",
             feature: "default",
             model: "openai:gpt-4o",
             provider: "openai",

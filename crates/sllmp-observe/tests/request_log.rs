@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use sllmp_core::{
-    ChatCompletion, ChatRequest, ChunkStream, Completion, Error, ErrorKind, Provider,
-    ProviderRegistry, UpstreamRequest,
+    Call, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, ErrorKind, Provider,
+    ProviderRegistry, Request, UpstreamRequest,
 };
 use sllmp_observe::{LineFormat, RequestLog};
 use sllmp_pipeline::{Ctx, Pipeline};
@@ -48,7 +48,11 @@ impl Provider for Fixed {
         "fixed"
     }
 
-    async fn chat(&self, _req: &UpstreamRequest<'_>) -> Result<Completion, Error> {
+    async fn chat(
+        &self,
+        _call: &Call<'_>,
+        _req: &UpstreamRequest<'_>,
+    ) -> Result<Completion, Error> {
         if self.fail {
             return Err(Error::new(
                 ErrorKind::ProviderUnavailable,
@@ -64,7 +68,11 @@ impl Provider for Fixed {
         Ok(answer.into())
     }
 
-    async fn chat_stream(&self, _req: &UpstreamRequest<'_>) -> Result<ChunkStream, Error> {
+    async fn chat_stream(
+        &self,
+        _call: &Call<'_>,
+        _req: &UpstreamRequest<'_>,
+    ) -> Result<ChunkStream, Error> {
         unreachable!("the tests ask for no stream")
     }
 }
@@ -75,6 +83,7 @@ async fn run(request_id: &str, fail: bool) {
         "model": "fixed:m", "messages": [{"role": "user", "content": "secret prompt"}]
     }))
     .unwrap();
+    let req = Request::from(req);
     let registry = ProviderRegistry::new().with(Fixed { fail });
     let mut pipeline = Pipeline::new(Ctx::new(request_id, &req, Arc::new(registry)));
     pipeline.add(RequestLog::new());
@@ -102,7 +111,7 @@ async fn a_completed_request_is_one_info_line_with_its_fields() {
     let (fixed, timing) = line.split_once(" latency_ms=").unwrap();
     assert_eq!(
         fixed,
-        "  INFO sllmp::request: request completed request_id=\"req_log_ok\" feature=\"\" \
+        "  INFO sllmp::request: request completed request_id=\"req_log_ok\" operation=\"chat\" feature=\"\" \
          model=\"fixed:m\" provider=\"fixed\" provider_model=\"m\" stream=false \
          outcome=\"success\" status=200 error_type=\"\" error=\"\" attempts=1 prompt_tokens=7 \
          completion_tokens=2 usage_estimated=false"

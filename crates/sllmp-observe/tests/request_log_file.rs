@@ -26,13 +26,15 @@ async fn under_init_logging_the_request_line_reaches_the_log_file() {
         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     }))
     .unwrap();
+    let req = sllmp_core::Request::from(req);
     let mut pipeline = Pipeline::new(Ctx::new(
         "req_file_1",
         &req,
         Arc::new(ProviderRegistry::new()),
     ));
     pipeline.add(RequestLog::new());
-    pipeline.add(Hooks::new("cache").on_request(move |_, _| Ok(Flow::Respond(answer.clone()))));
+    pipeline
+        .add(Hooks::new("cache").on_request(move |_, _| Ok(Flow::Respond(answer.clone().into()))));
     pipeline.run(req).await.expect("answered");
 
     // `on_complete` runs in a task of its own; the writer flushes every 100 ms.
@@ -53,7 +55,7 @@ async fn under_init_logging_the_request_line_reaches_the_log_file() {
     let (fixed, timing) = line[27..].split_once(" latency_ms=").unwrap();
     assert_eq!(
         fixed,
-        "  INFO sllmp::request: request completed request_id=\"req_file_1\" feature=\"\" \
+        "  INFO sllmp::request: request completed request_id=\"req_file_1\" operation=\"chat\" feature=\"\" \
          model=\"cache:m\" provider=\"\" provider_model=\"\" stream=false outcome=\"success\" \
          status=200 error_type=\"\" error=\"\" attempts=0 prompt_tokens=3 completion_tokens=2 \
          usage_estimated=false"

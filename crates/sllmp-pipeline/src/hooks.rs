@@ -26,7 +26,7 @@ type CompleteHook = Box<dyn FnMut(&Ctx, &Outcome<'_>) + Send>;
 ///     pipeline.add(
 ///         Hooks::new("custom")
 ///             .on_attempt(|_ctx, req| {
-///                 println!("Processing request to {}", req.model);
+///                 println!("Processing request to {}", req.model());
 ///                 Ok(())
 ///             })
 ///             .on_complete(|ctx, outcome| {

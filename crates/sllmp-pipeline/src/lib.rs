@@ -14,7 +14,7 @@
 //!     pipeline.add(
 //!         Hooks::new("custom")
 //!             .on_attempt(|_ctx, req| {
-//!                 println!("Processing request to {}", req.model);
+//!                 println!("Processing request to {}", req.model());
 //!                 Ok(())
 //!             })
 //!             .on_complete(|ctx, _outcome| println!("Request completed for {}", ctx.request_id())),
@@ -22,9 +22,16 @@
 //! }
 //! ```
 //!
+//! One pipeline serves every operation (chat completions, embeddings): the phases they
+//! share (admission, attempts, errors and retries, completion) are written once, and the
+//! chat-only ones (chunks, the final chat response) run only for chat.
+//!
 //! Key types: [`Pipeline`] (one request's middleware), [`PipelineFactory`] (builds it per
-//! request), [`Middleware`] (the hooks), [`Ctx`] (what a hook knows), [`Output`] (the answer),
-//! and the built-in [`Validation`] and [`Retry`].
+//! request), [`Middleware`] (the hooks), [`Ctx`] (what a hook knows, and the policies it
+//! sets: [`Route`](sllmp_core::Route), [`RetryPolicy`], [`Timeouts`], fallbacks),
+//! [`Reply`] and [`Output`] (the answer), [`CompletionTracker`] (shutdown waits for
+//! completions), and the built-in [`Validation`], [`Retry`], [`Fallbacks`] and
+//! [`SetTimeouts`].
 //!
 #![doc = include_str!("../docs/phases.md")]
 
@@ -34,14 +41,18 @@ mod ctx;
 mod hooks;
 mod middleware;
 mod pipeline;
+mod policy;
+mod tracker;
 
 /// The attribute for `impl Middleware` blocks (hooks are async trait methods).
 pub use async_trait::async_trait;
 pub use attempt::AttemptRequest;
-pub use builtin::{Retry, Validation};
-pub use ctx::{Ctx, TargetInfo};
+pub use builtin::{Fallbacks, Retry, SetTimeouts, Validation};
+pub use ctx::Ctx;
 pub use hooks::Hooks;
 pub use middleware::{ErrorAction, Flow, HookSet, Middleware, Outcome, ResponseView, RetryWindow};
 pub use pipeline::{
-    Output, Pipeline, PipelineFactory, ResponseStream, Running, Settings, StreamItem,
+    Output, Pipeline, PipelineFactory, Reply, ResponseStream, Running, Settings, StreamItem,
 };
+pub use policy::{RetryPolicy, Timeouts};
+pub use tracker::CompletionTracker;

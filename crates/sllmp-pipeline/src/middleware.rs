@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use sllmp_core::{ChatChunk, ChatCompletion, Completion, Error, Request};
+use bytes::Bytes;
+use sllmp_core::{ChatChunk, ChatCompletion, Completion, Error, Request, Response};
 
 use crate::{AttemptRequest, Ctx};
 
@@ -10,6 +11,10 @@ use crate::{AttemptRequest, Ctx};
 /// `&mut self`. Every hook has a no-op default; implement the phases you need.
 ///
 /// Declare the hooks you implement in [`Middleware::hooks`]: the pipeline skips the others.
+///
+/// A middleware runs for every operation (chat completions, embeddings): `on_request`,
+/// `on_attempt`, `on_error` and `on_complete` see any request; `on_chunk` and `on_response`
+/// exist only for chat.
 ///
 /// Order: `on_request` and `on_attempt` run in the order middleware were added;
 /// `on_chunk`, `on_response`, `on_error` and `on_complete` run in reverse (the onion).
@@ -30,7 +35,9 @@ use crate::{AttemptRequest, Ctx};
 ///     fn hooks(&self) -> HookSet { HookSet::REQUEST | HookSet::COMPLETE }
 ///
 ///     async fn on_request(&mut self, _ctx: &mut Ctx, req: &mut Request) -> Result<Flow, Error> {
-///         self.chars = req.messages.iter().map(|m| m.text().len()).sum();
+///         if let Some(chat) = req.chat() {
+///             self.chars = chat.messages.iter().map(|m| m.text().len()).sum();
+///         }
 ///         Ok(Flow::Continue)
 ///     }
 ///
@@ -54,19 +61,20 @@ pub trait Middleware: Send + 'static {
     }
 
     /// Before anything is sent, once per request (not per retry): validate, check limits,
-    /// rewrite the request, or answer without calling a provider ([`Flow::Respond`]).
-    /// An error stops the request. Reading `req` is free; the first write through it makes
-    /// the provider encode the request instead of forwarding the client's bytes
-    /// ([`Request`]), except [`Request::set_model`].
+    /// choose the route ([`Ctx::set_route`]), fallbacks, retries and timeouts, rewrite the
+    /// request, or answer without calling a provider ([`Flow::Respond`], [`Flow::Replay`]).
+    /// An error stops the request. Reading `req` is free; the first write to a chat request
+    /// makes the provider encode it instead of forwarding the client's bytes
+    /// ([`ChatInput`](sllmp_core::ChatInput)), except [`Request::set_model`].
     async fn on_request(&mut self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, Error> {
         let _ = (ctx, req);
         Ok(Flow::Continue)
     }
 
     /// Before each attempt of the provider call, on the request as `on_request` left it:
-    /// re-route, re-key, start an attempt span. A write makes this attempt's own copy
-    /// ([`AttemptRequest`]), so every attempt starts from the same request. `req.model` is
-    /// still `provider:model` here.
+    /// re-route, add upstream headers, start an attempt span. A write makes this attempt's
+    /// own copy ([`AttemptRequest`]), so every attempt starts from the same request.
+    /// `req.model()` is still what the client wrote; [`Ctx::target`] is not yet set.
     async fn on_attempt(
         &mut self,
         ctx: &mut Ctx,
@@ -76,15 +84,15 @@ pub trait Middleware: Send + 'static {
         Ok(())
     }
 
-    /// Each streamed chunk, before it is sent to the client. May rewrite it; an error ends
-    /// the stream with an error frame.
+    /// Chat only: each streamed chunk, before it is sent to the client. May rewrite it; an
+    /// error ends the stream with an error frame.
     fn on_chunk(&mut self, ctx: &mut Ctx, chunk: &mut ChatChunk) -> Result<(), Error> {
         let _ = (ctx, chunk);
         Ok(())
     }
 
-    /// The final response: the provider's (rewritable) for non-streamed requests, or the one
-    /// assembled from the chunks (read-only: they were sent) at the end of a stream.
+    /// Chat only: the final response, the provider's (rewritable) for non-streamed requests,
+    /// or the one assembled from the chunks (read-only: they were sent) at the end of a stream.
     async fn on_response(&mut self, ctx: &mut Ctx, resp: ResponseView<'_>) -> Result<(), Error> {
         let _ = (ctx, resp);
         Ok(())
@@ -92,14 +100,17 @@ pub trait Middleware: Send + 'static {
 
     /// An error. While `window` is [`RetryWindow::Open`] (nothing has reached the client yet
     /// and the error came from an attempt), returning [`ErrorAction::Retry`] runs the attempt
-    /// again; otherwise the answer is ignored and the hook only observes.
+    /// again on the same target, whatever the [`RetryPolicy`](crate::RetryPolicy) says;
+    /// otherwise the answer is ignored and the hook only observes. Retries by policy and
+    /// fallbacks need no hook: set them on the [`Ctx`].
     async fn on_error(&mut self, ctx: &mut Ctx, err: &Error, window: RetryWindow) -> ErrorAction {
         let _ = (ctx, err, window);
         ErrorAction::Propagate
     }
 
     /// Exactly once per request, whatever happened: success, error, short-circuit, or the
-    /// client going away. Charge budgets and flush traces here.
+    /// client going away (even during a graceful shutdown: the server waits for it).
+    /// Charge budgets and flush traces here.
     async fn on_complete(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) {
         let _ = (ctx, outcome);
     }
@@ -191,8 +202,15 @@ pub enum Flow {
     Continue,
     /// Answer with this response and call no provider (a cache hit). The remaining
     /// `on_request`, `on_attempt`, `on_chunk` and `on_response` hooks are skipped;
-    /// `on_complete` runs. A streaming client receives it as chunks.
-    Respond(ChatCompletion),
+    /// `on_complete` runs. A non-streaming client gets its bytes as they are (a
+    /// [`Completion`] read with `from_json` keeps them); a streaming client receives a chat
+    /// completion as chunks.
+    Respond(Response),
+    /// Answer a chat request with a recorded stream ([`Ctx::recorded_stream`]): each item
+    /// is one chunk's JSON. A streaming client gets them as they are, one `data:` frame
+    /// each (the usage chunk only if it asked for usage); a non-streaming client gets them
+    /// assembled into one completion.
+    Replay(Vec<Bytes>),
 }
 
 /// What `on_error` decided.
@@ -244,8 +262,9 @@ impl ResponseView<'_> {
 /// How a request ended, as `on_complete` sees it.
 #[derive(Debug)]
 pub enum Outcome<'a> {
-    /// The client received this response (assembled, for a stream).
-    Success(&'a ChatCompletion),
+    /// The client received this response (assembled, for a stream; with the provider's
+    /// bytes when it sent them and nothing changed them).
+    Success(&'a Response),
     /// The client received this error (as an HTTP error, or as a stream's error frame).
     Failed(&'a Error),
     /// The client went away before the answer was complete.

@@ -5,26 +5,43 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use sllmp_core::{
-    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, Provider, Request,
-    StreamAssembler, UpstreamRequest, Usage, estimate_prompt_tokens, estimate_tokens,
+    Call, ChatChunk, ChatCompletion, ChunkStream, Completion, Error, ErrorKind, Provider, Request,
+    Response, Route, StreamAssembler, UpstreamRequest, Usage,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ctx::TargetInfo;
+use crate::policy::random_unit;
+use crate::tracker::{AbortSignal, Token};
 use crate::{
-    AttemptRequest, Ctx, ErrorAction, Flow, HookSet, Middleware, Outcome, ResponseView, RetryWindow,
+    AttemptRequest, CompletionTracker, Ctx, ErrorAction, Flow, HookSet, Middleware, Outcome,
+    ResponseView, RetryWindow,
 };
 
 /// Builds the pipeline of each request: the Python original's `pipeline_factory`.
 ///
 /// It is called once per request, after the built-in validation middleware was added, and
 /// adds the middleware this request needs. Any `Fn(&mut Pipeline)` closure is a factory.
+/// A factory that also knows its providers and models (a configuration's `Gateway`)
+/// says so through [`PipelineFactory::providers`] and [`PipelineFactory::models`], and a
+/// server can then be built from it alone.
 pub trait PipelineFactory: Send + Sync + 'static {
     /// Adds middleware to `pipeline`; [`Pipeline::ctx`] tells which request it is for.
     fn build(&self, pipeline: &mut Pipeline);
+
+    /// The providers requests start with, if this factory has its own.
+    fn providers(&self) -> Option<Arc<sllmp_core::ProviderRegistry>> {
+        None
+    }
+
+    /// Models to list on `GET /v1/models` besides those the providers advertise.
+    fn models(&self) -> Vec<sllmp_core::ModelInfo> {
+        Vec::new()
+    }
 }
 
 impl<F> PipelineFactory for F
@@ -39,7 +56,8 @@ where
 /// Limits the pipeline enforces whatever its middleware ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
-    /// The most attempts of the provider call one request may make, retries included.
+    /// The most attempts of the provider call one request may make, retries and fallbacks
+    /// included.
     pub max_attempts: u32,
     /// Chunks buffered between the pipeline and a slow client; when full, reading from the
     /// provider waits (back-pressure).
@@ -59,31 +77,33 @@ impl Default for Settings {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use sllmp_core::{ChatRequest, Message, ProviderRegistry};
+/// use sllmp_core::{ChatCompletion, ChatRequest, Message, ProviderRegistry, Request};
 /// use sllmp_pipeline::{Ctx, Flow, Hooks, Output, Pipeline};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// let request = ChatRequest {
+/// let request = Request::from(ChatRequest {
 ///     model: "cache:any".into(),
 ///     messages: vec![Message::new("user", "hi")],
 ///     ..ChatRequest::default()
-/// };
+/// });
 /// let ctx = Ctx::new("req_1", &request, Arc::new(ProviderRegistry::new()));
 /// let mut pipeline = Pipeline::new(ctx);
 /// // A middleware that answers without calling any provider.
 /// pipeline.add(Hooks::new("canned").on_request(|_ctx, _req| {
-///     Ok(Flow::Respond(serde_json::from_value(serde_json::json!({
+///     let answer: ChatCompletion = serde_json::from_value(serde_json::json!({
 ///         "id": "canned", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}}]
-///     })).unwrap()))
+///     })).unwrap();
+///     Ok(Flow::Respond(answer.into()))
 /// }));
 /// let Ok(Output::Complete(resp)) = pipeline.run(request).await else { panic!() };
-/// assert_eq!(resp.choices[0].message.text(), "hello");
+/// assert_eq!(resp.chat().unwrap().choices[0].message.text(), "hello");
 /// # }
 /// ```
 pub struct Pipeline {
     ctx: Ctx,
     middleware: Vec<Box<dyn Middleware>>,
     settings: Settings,
+    token: Option<Token>,
 }
 
 impl Pipeline {
@@ -95,6 +115,7 @@ impl Pipeline {
             // five, besides validation).
             middleware: Vec::with_capacity(8),
             settings: Settings::default(),
+            token: None,
         }
     }
 
@@ -130,7 +151,12 @@ impl Pipeline {
         self.settings = settings;
     }
 
-    /// Starts the request and returns a handle that resolves to the answer.
+    /// Counts this request in `tracker` until its `on_complete` hooks have run.
+    pub fn track(&mut self, tracker: &CompletionTracker) {
+        self.token = Some(tracker.enter());
+    }
+
+    /// Starts the request and returns a handle that resolves to the [`Reply`].
     ///
     /// A non-streamed request runs in the task that polls the handle (no hand-off between
     /// tasks on the way to the answer); its `on_complete` hooks then run in a spawned task, so
@@ -141,8 +167,9 @@ impl Pipeline {
     /// means the client went away: the provider call is stopped and `on_complete` runs with
     /// [`Outcome::Cancelled`]. Must be called within a tokio runtime.
     ///
-    /// `req` is a [`ChatRequest`], or a [`Request`] that keeps the client's bytes for the
-    /// provider to forward ([`Request::from_json`]).
+    /// `req` is a [`Request`] of any operation, or a chat request
+    /// ([`ChatRequest`](sllmp_core::ChatRequest), or a [`ChatInput`](sllmp_core::ChatInput)
+    /// that keeps the client's bytes for the provider to forward).
     pub fn start(self, req: impl Into<Request>) -> Running {
         let req = req.into();
         // Boxed once: it moves into the `on_complete` task as a pointer, not by copy.
@@ -151,6 +178,8 @@ impl Pipeline {
             middleware: self.middleware,
             settings: self.settings,
             completed: false,
+            prompt_estimate: 0,
+            _token: self.token,
         });
         if req.is_stream() {
             let (head_tx, head_rx) = oneshot::channel();
@@ -167,20 +196,29 @@ impl Pipeline {
         }
     }
 
-    /// Runs the request and waits for the answer: [`Pipeline::start`], awaited.
+    /// Runs the request and waits for the answer: [`Pipeline::start`], awaited, without the
+    /// route.
     pub async fn run(self, req: impl Into<Request>) -> Result<Output, Error> {
-        self.start(req).await
+        self.start(req).await.result
     }
 }
 
+/// What a pipeline answers: the result, and the route of the attempt that produced it (the
+/// last one tried, on an error; `None` when no provider was called).
+#[derive(Debug)]
+pub struct Reply {
+    /// The provider and model that answered (the server's `x-sllmp-model`).
+    pub route: Option<Route>,
+    /// The answer, or the error for the client.
+    pub result: Result<Output, Error>,
+}
+
 /// The answer of a pipeline.
-// Moved once per request or chunk; boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Output {
-    /// A non-streamed completion (shared with the `on_complete` hooks, which may still be
-    /// running when the client receives it); [`Completion::to_json`] is its body.
-    Complete(Arc<Completion>),
+    /// A non-streamed answer (shared with the `on_complete` hooks, which may still be
+    /// running when the client receives it); [`Response::to_json`] is its body.
+    Complete(Arc<Response>),
     /// A stream of chunks; the first is already in hand.
     Stream(ResponseStream),
 }
@@ -192,6 +230,8 @@ pub enum Output {
 pub enum StreamItem {
     /// A chunk for the client.
     Chunk(ChatChunk),
+    /// A chunk for the client, already JSON (a replayed stream's, sent as recorded).
+    Json(Bytes),
     /// An error after chunks were sent; it is the last item.
     Error(Error),
 }
@@ -212,6 +252,7 @@ pub struct ResponseStream {
 #[derive(Debug)]
 enum Frame {
     Chunk(Box<ChatChunk>),
+    Json(Bytes),
     Error(Error),
     /// The stream is complete: every chunk was sent.
     End,
@@ -236,6 +277,7 @@ impl futures_util::Stream for ResponseStream {
         match self.rx.poll_recv(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Frame::Chunk(chunk))) => Poll::Ready(Some(StreamItem::Chunk(*chunk))),
+            Poll::Ready(Some(Frame::Json(json))) => Poll::Ready(Some(StreamItem::Json(json))),
             Poll::Ready(Some(Frame::Error(err))) => {
                 self.finished = true;
                 Poll::Ready(Some(StreamItem::Error(err)))
@@ -254,16 +296,16 @@ impl futures_util::Stream for ResponseStream {
     }
 }
 
-/// A running pipeline; resolves to its answer. Dropping it cancels the request.
+/// A running pipeline; resolves to its [`Reply`]. Dropping it cancels the request.
 pub struct Running {
     inner: RunningInner,
 }
 
 enum RunningInner {
     /// A stream, driven by a spawned task that sends its head here.
-    Spawned(oneshot::Receiver<Result<Output, Error>>),
+    Spawned(oneshot::Receiver<Reply>),
     /// A non-streamed request, driven by whoever polls the handle.
-    Inline(Pin<Box<dyn Future<Output = Result<Output, Error>> + Send>>),
+    Inline(Pin<Box<dyn Future<Output = Reply> + Send>>),
 }
 
 impl std::fmt::Debug for Running {
@@ -277,16 +319,17 @@ impl std::fmt::Debug for Running {
 }
 
 impl Future for Running {
-    type Output = Result<Output, Error>;
+    type Output = Reply;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
         match &mut self.inner {
             RunningInner::Inline(future) => future.as_mut().poll(cx),
-            RunningInner::Spawned(head_rx) => Pin::new(head_rx).poll(cx).map(|answer| {
-                answer.unwrap_or_else(|_| {
-                    Err(Error::internal(
+            RunningInner::Spawned(head_rx) => Pin::new(head_rx).poll(cx).map(|reply| {
+                reply.unwrap_or_else(|_| Reply {
+                    route: None,
+                    result: Err(Error::internal(
                         "the request pipeline stopped without an answer",
-                    ))
+                    )),
                 })
             }),
         }
@@ -306,16 +349,24 @@ impl From<Error> for Stop {
 }
 
 /// What an attempt produced.
-// Moved once per request; boxing the completion would only add an allocation.
+// Moved once per request; boxing the response would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 enum Answer {
-    Complete(Completion),
+    Complete(Response),
     Stream {
         /// Boxed, like every chunk on its way to the client: a chunk is a few hundred bytes
         /// and the stream's task would otherwise keep room for it while the stream lasts.
         first: Option<Box<ChatChunk>>,
         rest: ChunkStream,
+        /// When the attempt must be over.
+        deadline: Instant,
     },
+}
+
+/// An answer given by a middleware instead of a provider.
+enum ShortCircuit {
+    Respond(Response),
+    Replay(Vec<Bytes>),
 }
 
 /// Owns the middleware and drives one request through its phases.
@@ -325,6 +376,10 @@ struct Driver {
     settings: Settings,
     /// Whether `on_complete` ran (or is running); checked on drop.
     completed: bool,
+    /// The request's estimated input tokens, for a request cancelled before any usage.
+    prompt_estimate: u64,
+    /// Counts the request in the server's tracker until the driver is dropped.
+    _token: Option<Token>,
 }
 
 /// A driver dropped before its request completed belongs to a client that went away (the
@@ -332,20 +387,21 @@ struct Driver {
 /// hooks still run, with [`Outcome::Cancelled`], in a task of their own.
 impl Drop for Driver {
     fn drop(&mut self) {
-        if self.completed || self.middleware.is_empty() {
+        if self.completed {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let mut driver = self.hand_off();
+        driver.estimate_cancelled_usage();
         runtime.spawn(async move { driver.complete(&Outcome::Cancelled).await });
     }
 }
 
 impl Driver {
-    /// Moves the context and middleware into a new driver, for `on_complete` in another task;
-    /// `self` is left completed and empty.
+    /// Moves the context, middleware and tracking token into a new driver, for
+    /// `on_complete` in another task; `self` is left completed and empty.
     fn hand_off(&mut self) -> Driver {
         self.completed = true;
         Driver {
@@ -355,26 +411,52 @@ impl Driver {
             // If its task never runs (the runtime is shutting down), dropping it must not
             // hand it off again.
             completed: true,
+            prompt_estimate: self.prompt_estimate,
+            _token: self._token.take(),
+        }
+    }
+
+    /// A request the client left after a provider was called, with no usage reported: the
+    /// provider billed its input at least.
+    fn estimate_cancelled_usage(&mut self) {
+        if self.ctx.usage.is_none() && self.ctx.attempt > 0 {
+            self.ctx.usage = Some(Usage::new(self.prompt_estimate, 0));
+            self.ctx.usage_estimated = true;
+        }
+    }
+
+    /// Resolves when the server stops the requests still running at the end of a shutdown.
+    fn abort_signal(&self) -> AbortSignal {
+        self._token
+            .as_ref()
+            .map_or_else(AbortSignal::none, Token::abort_signal)
+    }
+
+    fn reply(&self, result: Result<Output, Error>) -> Reply {
+        Reply {
+            route: self.ctx.target.clone(),
+            result,
         }
     }
 }
 
 /// How a request ended, owned, for completion in another task.
 enum Ended {
-    Success(Arc<Completion>),
+    Success(Arc<Response>),
     Failed(Error),
 }
 
-type HeadSender = oneshot::Sender<Result<Output, Error>>;
+type HeadSender = oneshot::Sender<Reply>;
 
 impl Driver {
     /// A non-streamed request, in the caller's task; `on_complete` runs in a spawned task.
-    async fn run_inline(mut self: Box<Self>, mut req: Request) -> Result<Output, Error> {
+    async fn run_inline(mut self: Box<Self>, mut req: Request) -> Reply {
         let answer = self.answer_inline(&mut req).await;
         let ended = match &answer {
             Ok(response) => Ended::Success(Arc::clone(response)),
             Err(err) => Ended::Failed(err.clone()),
         };
+        let reply = self.reply(answer.map(Output::Complete));
         // The driver itself moves to the task (no empty one is left behind); if the task
         // never runs (the runtime is shutting down), dropping it must not hand it off again.
         let mut driver = self;
@@ -386,23 +468,21 @@ impl Driver {
             };
             driver.complete(&outcome).await;
         });
-        answer.map(Output::Complete)
+        reply
     }
 
-    async fn answer_inline(&mut self, req: &mut Request) -> Result<Arc<Completion>, Error> {
+    async fn answer_inline(&mut self, req: &mut Request) -> Result<Arc<Response>, Error> {
         match self.request_phase(req).await {
-            Ok(Some(response)) => {
-                self.ctx.usage = response.usage.clone();
-                return Ok(Arc::new(Completion::new(response)));
-            }
+            Ok(Some(short)) => return self.short_circuit_complete(short).map(Arc::new),
             Ok(None) => {}
             Err(err) => {
                 self.observe_error(&err).await;
                 return Err(err);
             }
         }
+        self.prompt_estimate = req.estimate_prompt_tokens();
         match self.attempt_loop(req, false, None).await {
-            Ok(Answer::Complete(response)) => self.response_phase(req, response).await,
+            Ok(Answer::Complete(response)) => self.response_phase(response).await,
             Ok(Answer::Stream { .. }) | Err(Stop::Cancelled) => Err(Error::internal(
                 "the pipeline lost track of a non-streamed request",
             )),
@@ -410,35 +490,33 @@ impl Driver {
         }
     }
 
-    /// Usage, then `on_response` in reverse order, for a non-streamed response.
-    async fn response_phase(
-        &mut self,
-        req: &ChatRequest,
-        mut response: Completion,
-    ) -> Result<Arc<Completion>, Error> {
-        match &response.usage {
-            Some(usage) => self.ctx.usage = Some(usage.clone()),
+    /// Usage, then (chat) `on_response` in reverse order, for a non-streamed response.
+    async fn response_phase(&mut self, mut response: Response) -> Result<Arc<Response>, Error> {
+        match response.usage() {
+            Some(usage) => self.ctx.usage = Some(usage),
             None => {
-                self.ctx.usage = Some(estimate_usage(req, &response));
+                self.ctx.usage = Some(estimate_usage(self.prompt_estimate, &response));
                 self.ctx.usage_estimated = true;
             }
         }
-        let mut failed = None;
-        for middleware in declaring(&mut self.middleware, HookSet::RESPONSE).rev() {
-            let name = middleware.name();
-            let result = guard(
-                name,
-                middleware.on_response(&mut self.ctx, ResponseView::Complete(&mut response)),
-            )
-            .await;
-            if let Err(err) = result.and_then(|r| r) {
-                failed = Some(err);
-                break;
+        if let Response::Chat(completion) = &mut response {
+            let mut failed = None;
+            for middleware in declaring(&mut self.middleware, HookSet::RESPONSE).rev() {
+                let name = middleware.name();
+                let result = guard(
+                    name,
+                    middleware.on_response(&mut self.ctx, ResponseView::Complete(completion)),
+                )
+                .await;
+                if let Err(err) = result.and_then(|r| r) {
+                    failed = Some(err);
+                    break;
+                }
             }
-        }
-        if let Some(err) = failed {
-            self.observe_error(&err).await;
-            return Err(err);
+            if let Some(err) = failed {
+                self.observe_error(&err).await;
+                return Err(err);
+            }
         }
         Ok(Arc::new(response))
     }
@@ -451,109 +529,188 @@ impl Driver {
     async fn drive(mut self: Box<Self>, mut req: Box<Request>, mut head: HeadSender) {
         let streaming = req.is_stream();
         let answer = match Box::pin(self.request_phase(&mut req)).await {
-            Ok(Some(response)) => {
-                Box::pin(self.respond_short_circuit(response, streaming, head)).await;
+            Ok(Some(short)) => {
+                Box::pin(self.respond_short_circuit(short, streaming, head)).await;
                 return;
             }
-            Ok(None) => Box::pin(self.attempt_loop(&mut req, streaming, Some(&mut head))).await,
+            Ok(None) => {
+                self.prompt_estimate = req.estimate_prompt_tokens();
+                Box::pin(self.attempt_loop(&mut req, streaming, Some(&mut head))).await
+            }
             Err(err) => {
                 self.observe_error(&err).await;
                 Err(Stop::Error(err))
             }
         };
+        // The request is not needed any more, only its size (kept in `prompt_estimate`).
+        drop(req);
         match answer {
-            Ok(Answer::Complete(response)) => {
-                match Box::pin(self.response_phase(&req, response)).await {
-                    Ok(response) => {
-                        if head
-                            .send(Ok(Output::Complete(Arc::clone(&response))))
-                            .is_err()
-                        {
-                            return self.complete(&Outcome::Cancelled).await;
-                        }
-                        self.complete(&Outcome::Success(&response)).await
+            Ok(Answer::Complete(response)) => match Box::pin(self.response_phase(response)).await {
+                Ok(response) => {
+                    let reply = self.reply(Ok(Output::Complete(Arc::clone(&response))));
+                    if head.send(reply).is_err() {
+                        return self.complete(&Outcome::Cancelled).await;
                     }
-                    Err(err) => {
-                        let _ = head.send(Err(err.clone()));
-                        self.complete(&Outcome::Failed(&err)).await
-                    }
+                    self.complete(&Outcome::Success(&response)).await
                 }
-            }
-            Ok(Answer::Stream { first, rest }) => {
-                // The request is not needed while the stream runs, only its size.
-                let prompt_tokens = estimate_prompt_tokens(&req);
-                drop(req);
-                Box::pin(self.stream(prompt_tokens, first, rest, head)).await
-            }
+                Err(err) => {
+                    let _ = head.send(self.reply(Err(err.clone())));
+                    self.complete(&Outcome::Failed(&err)).await
+                }
+            },
+            Ok(Answer::Stream {
+                first,
+                rest,
+                deadline,
+            }) => Box::pin(self.stream(first, rest, deadline, head)).await,
             Err(Stop::Error(err)) => {
-                let _ = head.send(Err(err.clone()));
+                let _ = head.send(self.reply(Err(err.clone())));
                 self.complete(&Outcome::Failed(&err)).await;
             }
-            Err(Stop::Cancelled) => self.complete(&Outcome::Cancelled).await,
+            Err(Stop::Cancelled) => {
+                self.estimate_cancelled_usage();
+                self.complete(&Outcome::Cancelled).await
+            }
         }
     }
 
-    /// `on_request`, in order. `Some` is a short-circuit response.
-    async fn request_phase(&mut self, req: &mut Request) -> Result<Option<ChatCompletion>, Error> {
+    /// `on_request`, in order. `Some` is a middleware's own answer.
+    async fn request_phase(&mut self, req: &mut Request) -> Result<Option<ShortCircuit>, Error> {
         for middleware in declaring(&mut self.middleware, HookSet::REQUEST) {
             let name = middleware.name();
             let flow = guard(name, middleware.on_request(&mut self.ctx, req)).await??;
-            if let Flow::Respond(response) = flow {
-                return Ok(Some(response));
+            match flow {
+                Flow::Continue => {}
+                Flow::Respond(response) => return Ok(Some(ShortCircuit::Respond(response))),
+                Flow::Replay(frames) => return Ok(Some(ShortCircuit::Replay(frames))),
             }
         }
         Ok(None)
     }
 
+    /// A middleware's answer for a non-streaming client: the response as it is, or a
+    /// replayed stream assembled.
+    fn short_circuit_complete(&mut self, short: ShortCircuit) -> Result<Response, Error> {
+        self.ctx.short_circuited = true;
+        let response = match short {
+            ShortCircuit::Respond(response) => response,
+            ShortCircuit::Replay(frames) => {
+                let mut assembler = StreamAssembler::default();
+                for chunk in replayed_chunks(&frames)? {
+                    assembler.push(&chunk);
+                }
+                Response::Chat(Completion::new(assembler.finish()))
+            }
+        };
+        self.ctx.usage = response.usage();
+        Ok(response)
+    }
+
     async fn respond_short_circuit(
         &mut self,
-        response: ChatCompletion,
+        short: ShortCircuit,
         streaming: bool,
         head: HeadSender,
     ) {
-        self.ctx.usage = response.usage.clone();
-        if streaming {
-            let (tx, rx) = mpsc::channel(self.settings.stream_buffer);
-            if head
-                .send(Ok(Output::Stream(ResponseStream::new(rx))))
-                .is_err()
-            {
-                return self.complete(&Outcome::Cancelled).await;
-            }
-            for chunk in response.to_chunks(self.ctx.wants_stream_usage()) {
-                if tx.send(Frame::Chunk(Box::new(chunk))).await.is_err() {
-                    return self.complete(&Outcome::Cancelled).await;
+        if !streaming {
+            match self.short_circuit_complete(short) {
+                Ok(response) => {
+                    // The response leaves with the head; on_complete sees the same value.
+                    let response = Arc::new(response);
+                    if head
+                        .send(self.reply(Ok(Output::Complete(Arc::clone(&response)))))
+                        .is_err()
+                    {
+                        return self.complete(&Outcome::Cancelled).await;
+                    }
+                    return self.complete(&Outcome::Success(&response)).await;
+                }
+                Err(err) => {
+                    let _ = head.send(self.reply(Err(err.clone())));
+                    return self.complete(&Outcome::Failed(&err)).await;
                 }
             }
-            let _ = tx.send(Frame::End).await;
-        } else {
-            // The response leaves with the head; on_complete sees the same value.
-            let response = Arc::new(Completion::new(response));
-            if head
-                .send(Ok(Output::Complete(Arc::clone(&response))))
-                .is_err()
-            {
+        }
+        self.ctx.short_circuited = true;
+        let wants_usage = self.ctx.wants_stream_usage();
+        // Every frame is read before the head goes out: a broken recording is an error, not
+        // half a stream.
+        let frames: Vec<Frame> = match short {
+            ShortCircuit::Respond(Response::Chat(completion)) => completion
+                .to_chunks(wants_usage)
+                .into_iter()
+                .map(|chunk| Frame::Chunk(Box::new(chunk)))
+                .collect(),
+            ShortCircuit::Respond(other) => {
+                let err = Error::internal(format!(
+                    "a middleware answered a stream with a {} response",
+                    other.operation().as_str()
+                ));
+                let _ = head.send(self.reply(Err(err.clone())));
+                return self.complete(&Outcome::Failed(&err)).await;
+            }
+            ShortCircuit::Replay(recorded) => match replayed_chunks(&recorded) {
+                Ok(chunks) => chunks
+                    .into_iter()
+                    .zip(recorded)
+                    .filter_map(|(chunk, json)| replay_frame(chunk, json, wants_usage))
+                    .collect(),
+                Err(err) => {
+                    let _ = head.send(self.reply(Err(err.clone())));
+                    return self.complete(&Outcome::Failed(&err)).await;
+                }
+            },
+        };
+        let (tx, rx) = mpsc::channel(self.settings.stream_buffer);
+        if head
+            .send(self.reply(Ok(Output::Stream(ResponseStream::new(rx)))))
+            .is_err()
+        {
+            return self.complete(&Outcome::Cancelled).await;
+        }
+        let mut assembler = StreamAssembler::default();
+        for frame in frames {
+            match &frame {
+                Frame::Chunk(chunk) => assembler.push(chunk),
+                Frame::Json(json) => {
+                    if let Ok(chunk) = ChatChunk::from_json(&String::from_utf8_lossy(json)) {
+                        assembler.push(&chunk);
+                    }
+                }
+                Frame::Error(_) | Frame::End => {}
+            }
+            if tx.send(frame).await.is_err() {
                 return self.complete(&Outcome::Cancelled).await;
             }
-            return self.complete(&Outcome::Success(&response)).await;
         }
+        let _ = tx.send(Frame::End).await;
+        self.ctx.usage = assembler.usage().cloned();
+        let response = Response::Chat(Completion::new(assembler.finish()));
         self.complete(&Outcome::Success(&response)).await;
     }
 
-    /// Attempts the provider call until it succeeds, a middleware stops retrying, the cap is
-    /// reached, or the client leaves. For streams, success means the first chunk arrived.
+    /// Attempts the provider call until it succeeds, the retry policy and the fallbacks are
+    /// spent, a middleware stops retrying, the cap is reached, or the client leaves. For
+    /// streams, success means the first chunk arrived.
     async fn attempt_loop(
         &mut self,
         base: &mut Request,
         streaming: bool,
         mut head: Option<&mut HeadSender>,
     ) -> Result<Answer, Stop> {
+        // Attempts at the current target (the request's own, or a fallback).
+        let mut at_target = 0;
+        let abort = self.abort_signal();
+        let aborted = abort.wait();
+        tokio::pin!(aborted);
         loop {
             self.ctx.attempt += 1;
+            at_target += 1;
             let attempt = self.ctx.attempt;
             let result = tokio::select! {
                 biased;
                 _ = closed(&mut head) => return Err(Stop::Cancelled),
+                () = &mut aborted => return Err(Stop::Error(shutting_down())),
                 result = self.attempt(base, streaming) => result,
             };
             let err = match result {
@@ -561,21 +718,63 @@ impl Driver {
                 Err(err) => err,
             };
             let action = self.on_error(&err, RetryWindow::Open { attempt }).await;
-            match action {
-                ErrorAction::Retry { after } if attempt < self.settings.max_attempts => {
-                    tokio::select! {
-                        biased;
-                        _ = closed(&mut head) => return Err(Stop::Cancelled),
-                        _ = tokio::time::sleep(after) => {}
-                    }
-                }
-                _ => return Err(Stop::Error(err)),
+            if attempt >= self.settings.max_attempts {
+                return Err(Stop::Error(err));
             }
+            let policy = *self.ctx.retry_policy();
+            let wait = match action {
+                ErrorAction::Retry { after } => Some(after),
+                ErrorAction::Propagate if err.is_retryable() && at_target < policy.max_attempts => {
+                    policy.delay(at_target, err.retry_after(), random_unit())
+                }
+                ErrorAction::Propagate => None,
+            };
+            if let Some(after) = wait {
+                tracing::debug!(
+                    request_id = self.ctx.request_id(),
+                    attempt,
+                    delay_ms = after.as_millis() as u64,
+                    error = err.message(),
+                    "retrying the provider call"
+                );
+                tokio::select! {
+                    biased;
+                    _ = closed(&mut head) => return Err(Stop::Cancelled),
+                    () = &mut aborted => return Err(Stop::Error(shutting_down())),
+                    _ = tokio::time::sleep(after) => {}
+                }
+                continue;
+            }
+            if err.is_retryable() && self.ctx.fallback_index < self.ctx.fallbacks().len() {
+                self.ctx.fallback_index += 1;
+                at_target = 0;
+                tracing::info!(
+                    request_id = self.ctx.request_id(),
+                    failed = %self.ctx.target().map(ToString::to_string).unwrap_or_default(),
+                    next = %self.ctx.fallbacks()[self.ctx.fallback_index - 1],
+                    error = err.message(),
+                    "falling back to the next model"
+                );
+                continue;
+            }
+            return Err(Stop::Error(err));
         }
     }
 
-    /// One attempt: `on_attempt` hooks, routing, the provider call. The provider borrows
-    /// the request itself unless a hook wrote to it ([`AttemptRequest`]).
+    /// The route of the next attempt: the current fallback's, the one a middleware chose,
+    /// or the request's model.
+    fn next_route(&self, model: &str) -> Result<Route, Error> {
+        match self.ctx.fallback_index {
+            0 => match self.ctx.route() {
+                Some(route) => Ok(route.clone()),
+                None => self.ctx.providers().route(model),
+            },
+            n => Ok(self.ctx.fallbacks()[n - 1].clone()),
+        }
+    }
+
+    /// One attempt: `on_attempt` hooks, routing, the provider call within the timeouts. The
+    /// provider borrows the request itself unless a hook wrote to it ([`AttemptRequest`]).
     async fn attempt(&mut self, base: &mut Request, streaming: bool) -> Result<Answer, Error> {
         let mut view = AttemptRequest::new(base);
         for middleware in declaring(&mut self.middleware, HookSet::ATTEMPT) {
@@ -583,74 +782,90 @@ impl Driver {
             guard(name, middleware.on_attempt(&mut self.ctx, &mut view)).await??;
         }
         let copy = view.into_copy();
-        let model = copy.as_ref().map_or(&base.model, |copy| &copy.model);
-        let target = self.ctx.providers().resolve(model)?;
-        self.ctx.target = Some(TargetInfo {
-            provider: target.provider_name.clone(),
-            model: target.model.clone(),
-        });
-        let provider = target.provider;
-        let provider_name = target.provider_name;
+        let model = copy.as_ref().map_or(base.model(), |copy| copy.model());
+        let route = self.next_route(model)?;
+        let provider = Arc::clone(self.ctx.providers().provider(&route)?);
+        self.ctx.target = Some(route.clone());
         let mut copied;
         let req = match copy {
             Some(copy) => {
-                copied = Box::new(Request::new(*copy));
+                copied = copy;
                 &mut *copied
             }
             None => base,
         };
-        // Routing changes a few fields of the request itself for this call; the guard puts
-        // them back when dropped (the call cancelled included), so a retry starts from the
-        // request as `on_request` left it.
-        let routed = req.route(target.model, streaming);
-        self.call(&provider, &provider_name, &routed.upstream(), streaming)
-            .await
-    }
-
-    async fn call(
-        &mut self,
-        provider: &Arc<dyn Provider>,
-        provider_name: &str,
-        req: &UpstreamRequest<'_>,
-        streaming: bool,
-    ) -> Result<Answer, Error> {
-        if streaming {
-            let mut rest = guard(provider_name, provider.chat_stream(req)).await??;
-            let first = match guard(provider_name, rest.next()).await? {
-                Some(first) => Some(Box::new(first?)),
-                None => None,
-            };
-            self.ctx.first_chunk_at = Some(std::time::Instant::now());
-            Ok(Answer::Stream { first, rest })
-        } else {
-            Ok(Answer::Complete(
-                guard(provider_name, provider.chat(req)).await??,
-            ))
+        let started = Instant::now();
+        let timeouts = *self.ctx.timeouts();
+        let deadline = started + timeouts.total;
+        let call = Call {
+            route: &route,
+            request_id: self.ctx.request_id(),
+            deadline: Some(deadline),
+            first_token: Some(timeouts.first_token),
+            connect_timeout: Some(timeouts.connect),
+            headers: self.ctx.upstream_headers(),
+            client_headers: self.ctx.headers(),
+        };
+        let answer = match req {
+            Request::Chat(chat) => {
+                // Routing changes a few fields of the request itself for this call; the
+                // guard puts them back when dropped (the call cancelled included), so a
+                // retry starts from the request as `on_request` left it.
+                let routed = chat.route(route.model().to_string(), streaming);
+                call_chat(&provider, &call, &routed.upstream(), streaming).await
+            }
+            Request::Embeddings(embeddings) => {
+                let mut routed = embeddings.clone();
+                routed.model = route.model().to_string();
+                routed.metadata = None;
+                within(&call, "an answer", timeouts.total, async {
+                    guard(provider.name(), provider.embeddings(&call, &routed))
+                        .await?
+                        .map(|answer| Answer::Complete(Response::Embeddings(answer)))
+                })
+                .await
+            }
+        };
+        let now = Instant::now();
+        self.ctx.provider_time += now - started;
+        if let Ok(Answer::Stream { .. }) = &answer {
+            self.ctx.first_chunk_at = Some(now);
         }
+        answer
     }
 
     async fn stream(
         &mut self,
-        prompt_tokens: u64,
         first: Option<Box<ChatChunk>>,
         mut rest: ChunkStream,
+        deadline: Instant,
         head: HeadSender,
     ) {
         let (tx, rx) = mpsc::channel(self.settings.stream_buffer);
         if head
-            .send(Ok(Output::Stream(ResponseStream::new(rx))))
+            .send(self.reply(Ok(Output::Stream(ResponseStream::new(rx)))))
             .is_err()
         {
             drop(rest);
+            self.estimate_cancelled_usage();
             return self.complete(&Outcome::Cancelled).await;
         }
         let client_wants_usage = self.ctx.wants_stream_usage();
+        let record = self.ctx.records_stream();
         let provider = self
             .ctx
             .target()
-            .map_or_else(String::new, |t| t.provider.clone());
+            .map_or_else(String::new, |t| t.provider().to_string());
+        let silence = self.ctx.timeouts().first_token;
         let mut assembler = StreamAssembler::default();
         let mut next = first;
+        // The longest wait for the next chunk: the first-token limit, or the deadline.
+        let mut waited_from = Instant::now();
+        let idle = tokio::time::sleep_until((waited_from + silence).min(deadline).into());
+        tokio::pin!(idle);
+        let abort = self.abort_signal();
+        let aborted = abort.wait();
+        tokio::pin!(aborted);
         let ended: Result<(), Stop> = loop {
             let mut chunk = match next.take() {
                 Some(chunk) => chunk,
@@ -658,8 +873,21 @@ impl Driver {
                     let item = tokio::select! {
                         biased;
                         _ = tx.closed() => break Err(Stop::Cancelled),
+                        () = &mut aborted => break Err(Stop::Error(shutting_down())),
                         item = guard(&provider, rest.next()) => item.unwrap_or_else(|panic| Some(Err(panic))),
+                        () = &mut idle => {
+                            let now = Instant::now();
+                            break Err(Stop::Error(if now >= deadline {
+                                timeout_error(&provider, "its whole answer", deadline - (waited_from - (now - waited_from)))
+                            } else {
+                                timeout_error(&provider, "its next chunk", silence)
+                            }))
+                        }
                     };
+                    let now = Instant::now();
+                    self.ctx.provider_time += now - waited_from;
+                    waited_from = now;
+                    idle.as_mut().reset((now + silence).min(deadline).into());
                     match item {
                         None => break Ok(()),
                         Some(Err(err)) => break Err(Stop::Error(err)),
@@ -671,47 +899,64 @@ impl Driver {
                 break Err(Stop::Error(err));
             }
             assembler.push(&chunk);
+            if record {
+                self.ctx.recorded.push(Bytes::from(
+                    serde_json::to_vec(&*chunk).expect("a chunk serializes"),
+                ));
+            }
             if !client_wants_usage {
                 if chunk.choices.is_empty() && chunk.usage().is_some() {
                     continue;
                 }
                 chunk.usage = None;
             }
-            if tx.send(Frame::Chunk(chunk)).await.is_err() {
+            let sent = tokio::select! {
+                biased;
+                sent = tx.send(Frame::Chunk(chunk)) => sent.is_ok(),
+                () = &mut aborted => break Err(Stop::Error(shutting_down())),
+            };
+            if !sent {
                 break Err(Stop::Cancelled);
             }
         };
         // Stop the upstream call before anything else: the client is done with it.
         drop(rest);
-        self.ctx.usage = Some(assembler.usage_or_estimate(prompt_tokens));
+        self.ctx.usage = Some(assembler.usage_or_estimate(self.prompt_estimate));
         self.ctx.usage_estimated = assembler.usage().is_none();
-        let response = assembler.finish();
+        let response = Response::Chat(Completion::new(assembler.finish()));
         let ended = match ended {
             Ok(()) => self.stream_response(&response).await.map_err(Stop::Error),
             other => other,
         };
         match ended {
             Ok(()) => {
-                let _ = tx.send(Frame::End).await;
+                deliver(&tx, Frame::End, &abort).await;
                 drop(tx);
                 self.complete(&Outcome::Success(&response)).await;
             }
             Err(Stop::Error(err)) => {
+                self.ctx.recorded.clear();
                 self.observe_error(&err).await;
-                let _ = tx.send(Frame::Error(err.clone())).await;
+                deliver(&tx, Frame::Error(err.clone()), &abort).await;
                 drop(tx);
                 self.complete(&Outcome::Failed(&err)).await;
             }
-            Err(Stop::Cancelled) => self.complete(&Outcome::Cancelled).await,
+            Err(Stop::Cancelled) => {
+                self.ctx.recorded.clear();
+                self.complete(&Outcome::Cancelled).await
+            }
         }
     }
 
-    async fn stream_response(&mut self, response: &ChatCompletion) -> Result<(), Error> {
+    async fn stream_response(&mut self, response: &Response) -> Result<(), Error> {
+        let Some(completion) = response.chat() else {
+            return Ok(());
+        };
         for middleware in declaring(&mut self.middleware, HookSet::RESPONSE).rev() {
             let name = middleware.name();
             guard(
                 name,
-                middleware.on_response(&mut self.ctx, ResponseView::Streamed(response)),
+                middleware.on_response(&mut self.ctx, ResponseView::Streamed(completion)),
             )
             .await??;
         }
@@ -776,6 +1021,139 @@ impl Driver {
     }
 }
 
+/// One chat call within the attempt's limits: for a stream, the call and its first chunk
+/// within the first-token limit; otherwise the whole answer by the deadline (the provider
+/// bounds the response head by the first-token limit itself, [`Call::head_timeout`]).
+async fn call_chat(
+    provider: &Arc<dyn Provider>,
+    call: &Call<'_>,
+    req: &UpstreamRequest<'_>,
+    streaming: bool,
+) -> Result<Answer, Error> {
+    let name = provider.name();
+    let deadline = call.deadline.unwrap_or_else(far_future);
+    if streaming {
+        let first_token = call.first_token.unwrap_or(Duration::MAX);
+        within(call, "its first chunk", first_token, async {
+            let mut rest = guard(name, provider.chat_stream(call, req)).await??;
+            let first = match guard(name, rest.next()).await? {
+                Some(first) => Some(Box::new(first?)),
+                None => None,
+            };
+            Ok(Answer::Stream {
+                first,
+                rest,
+                deadline,
+            })
+        })
+        .await
+    } else {
+        let total = deadline.saturating_duration_since(Instant::now());
+        within(call, "an answer", total, async {
+            Ok(Answer::Complete(Response::Chat(
+                guard(name, provider.chat(call, req)).await??,
+            )))
+        })
+        .await
+    }
+}
+
+/// Runs `future` for at most `limit` (and never past the call's deadline); over it, a
+/// `provider_timeout` naming what did not arrive.
+async fn within<T>(
+    call: &Call<'_>,
+    what: &str,
+    limit: Duration,
+    future: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let now = Instant::now();
+    let deadline = call.deadline.unwrap_or_else(far_future);
+    let until = now.checked_add(limit).unwrap_or(deadline).min(deadline);
+    match tokio::time::timeout_at(until.into(), future).await {
+        Ok(result) => result,
+        Err(_) => Err(timeout_error(call.route.provider(), what, until - now)),
+    }
+}
+
+/// Sends the last frame of a stream, unless the server stops the request first (a client
+/// that does not read must not hold a shutdown up).
+async fn deliver(tx: &mpsc::Sender<Frame>, frame: Frame, abort: &AbortSignal) {
+    tokio::select! {
+        biased;
+        _ = tx.send(frame) => {}
+        () = abort.wait() => {}
+    }
+}
+
+/// The error of a request the server stopped at the end of a shutdown's grace period.
+fn shutting_down() -> Error {
+    Error::custom(
+        503,
+        "service_unavailable_error",
+        Some("server_shutting_down"),
+        "the server is shutting down; retry the request",
+    )
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// The error of a time limit: 504 `timeout_error` `provider_timeout`, retryable.
+fn timeout_error(provider: &str, what: &str, limit: Duration) -> Error {
+    Error::new(
+        ErrorKind::ProviderTimeout,
+        format!(
+            "{provider} did not send {what} within {}",
+            format_duration(limit)
+        ),
+    )
+    .with_provider(provider)
+}
+
+/// `250ms`, `5s`, `1.5s`, `2m`.
+fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", duration.as_secs_f64())
+    }
+}
+
+/// The chunks of a recorded stream; one that is not a chunk is an internal error (the
+/// recording is the proxy's own).
+fn replayed_chunks(frames: &[Bytes]) -> Result<Vec<ChatChunk>, Error> {
+    frames
+        .iter()
+        .map(|json| {
+            std::str::from_utf8(json)
+                .ok()
+                .and_then(|text| ChatChunk::from_json(text).ok())
+                .ok_or_else(|| {
+                    Error::internal("a replayed stream holds a frame that is not a chunk")
+                })
+        })
+        .collect()
+}
+
+/// A recorded chunk as the client should get it: as recorded, or without the usage the
+/// client did not ask for.
+fn replay_frame(mut chunk: ChatChunk, json: Bytes, wants_usage: bool) -> Option<Frame> {
+    if wants_usage || chunk.usage().is_none() {
+        return Some(Frame::Json(json));
+    }
+    if chunk.choices.is_empty() {
+        return None;
+    }
+    chunk.usage = None;
+    Some(Frame::Chunk(Box::new(chunk)))
+}
+
 /// Resolves when the client dropped the handle; never when there is no handle to watch (an
 /// inline request is cancelled by dropping its future instead).
 async fn closed(head: &mut Option<&mut HeadSender>) {
@@ -809,13 +1187,20 @@ fn panicked(name: &str) -> Error {
 }
 
 /// Usage for a response that reported none.
-fn estimate_usage(req: &ChatRequest, response: &ChatCompletion) -> Usage {
-    let completion = response
+fn estimate_usage(prompt_tokens: u64, response: &Response) -> Usage {
+    let completion = match response {
+        Response::Chat(completion) => chat_output_tokens(completion),
+        _ => 0,
+    };
+    Usage::new(prompt_tokens, completion)
+}
+
+fn chat_output_tokens(completion: &ChatCompletion) -> u64 {
+    completion
         .choices
         .iter()
-        .map(|c| estimate_tokens(&c.message.text()))
-        .sum();
-    Usage::new(estimate_prompt_tokens(req), completion)
+        .map(|c| (c.message.text_len() as u64).div_ceil(4))
+        .sum()
 }
 
 #[cfg(test)]
@@ -828,16 +1213,18 @@ mod tests {
     /// future was 4.5 KiB).
     #[test]
     fn an_open_stream_holds_small_futures() {
-        let req = ChatRequest::default();
+        let req = Request::from(sllmp_core::ChatRequest::default());
         let ctx = Ctx::new("r", &req, Arc::new(sllmp_core::ProviderRegistry::new()));
         let mut driver = Driver {
             ctx,
             middleware: Vec::new(),
             settings: Settings::default(),
             completed: true,
+            prompt_estimate: 0,
+            _token: None,
         };
         let (head, _head_rx) = oneshot::channel();
-        let drive = Box::new(driver.hand_off()).drive(Box::new(req.into()), head);
+        let drive = Box::new(driver.hand_off()).drive(Box::new(req), head);
         assert!(
             std::mem::size_of_val(&drive) <= 1536,
             "{}",
@@ -845,11 +1232,24 @@ mod tests {
         );
         let (head, _head_rx) = oneshot::channel();
         let rest: ChunkStream = Box::pin(futures_util::stream::empty());
-        let stream = driver.stream(0, None, rest, head);
+        let stream = driver.stream(None, rest, Instant::now(), head);
         assert!(
             std::mem::size_of_val(&stream) <= 1536,
             "{}",
             std::mem::size_of_val(&stream)
         );
+    }
+
+    #[test]
+    fn durations_read_as_configured() {
+        let cases = [
+            (250, "250ms"),
+            (5000, "5s"),
+            (1500, "1.5s"),
+            (120_000, "2m"),
+        ];
+        for (ms, text) in cases {
+            assert_eq!(format_duration(Duration::from_millis(ms)), text);
+        }
     }
 }

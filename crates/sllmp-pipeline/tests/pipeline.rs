@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::json;
 use sllmp_core::{
-    ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, ErrorKind, Message,
-    Provider, ProviderRegistry, Request, UpstreamRequest,
+    Call, ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, ErrorKind,
+    Message, Provider, ProviderRegistry, Request, UpstreamRequest,
 };
 use sllmp_pipeline::{
     AttemptRequest, Ctx, ErrorAction, Flow, HookSet, Hooks, Middleware, Outcome, Output, Pipeline,
@@ -47,7 +47,7 @@ impl Provider for Shared {
         "scripted"
     }
 
-    async fn chat(&self, req: &UpstreamRequest<'_>) -> Result<Completion, Error> {
+    async fn chat(&self, _call: &Call<'_>, req: &UpstreamRequest<'_>) -> Result<Completion, Error> {
         self.0.calls.lock().unwrap().push((**req).clone());
         let script = self.0.scripts.lock().unwrap().pop_front();
         match script.expect("a script") {
@@ -61,7 +61,11 @@ impl Provider for Shared {
         }
     }
 
-    async fn chat_stream(&self, req: &UpstreamRequest<'_>) -> Result<ChunkStream, Error> {
+    async fn chat_stream(
+        &self,
+        _call: &Call<'_>,
+        req: &UpstreamRequest<'_>,
+    ) -> Result<ChunkStream, Error> {
         self.0.calls.lock().unwrap().push((**req).clone());
         match self
             .0
@@ -219,7 +223,7 @@ impl Setup {
     fn pipeline(&self, req: &ChatRequest) -> Pipeline {
         let mut registry = ProviderRegistry::new();
         registry.insert("scripted", Arc::new(Shared(Arc::clone(&self.provider))));
-        let ctx = Ctx::new("req_test", req, Arc::new(registry));
+        let ctx = Ctx::new("req_test", &Request::from(req.clone()), Arc::new(registry));
         let mut pipeline = Pipeline::new(ctx);
         pipeline.add(Validation);
         pipeline.add(recorder("a", &self.log));
@@ -249,15 +253,14 @@ impl Setup {
 }
 
 fn fast_retry() -> Retry {
-    Retry::new()
-        .base_delay(Duration::from_millis(1))
-        .jitter(false)
+    Retry::new().base_delay(Duration::from_millis(1))
 }
 
 async fn collect(stream: sllmp_pipeline::ResponseStream) -> Vec<String> {
     stream
         .map(|item| match item {
             StreamItem::Chunk(chunk) => serde_json::to_string(&chunk).unwrap(),
+            StreamItem::Json(json) => String::from_utf8(json.to_vec()).unwrap(),
             StreamItem::Error(err) => format!("error: {}", err.message()),
         })
         .collect()
@@ -271,7 +274,7 @@ async fn hooks_run_in_onion_order_and_complete_once() {
     let Output::Complete(resp) = setup.pipeline(&req).run(req).await.unwrap() else {
         panic!("expected a completion")
     };
-    assert_eq!(resp.choices[0].message.text(), "hi");
+    assert_eq!(resp.chat().unwrap().choices[0].message.text(), "hi");
     assert_eq!(
         setup.settled().await,
         [
@@ -302,7 +305,7 @@ async fn an_attempt_hook_that_writes_changes_only_its_own_attempt() {
     pipeline.add(fast_retry());
     pipeline.add(Hooks::new("first_attempt_cold").on_attempt(|ctx, req| {
         if ctx.attempt() == 1 {
-            req.temperature = Some(0.0);
+            req.chat_mut().unwrap().temperature = Some(0.0);
         }
         Ok(())
     }));
@@ -391,7 +394,7 @@ async fn retry_gives_up_after_max_retries_and_skips_non_retryable_errors() {
     ]);
     let req = request(false);
     let mut pipeline = setup.pipeline(&req);
-    pipeline.add(fast_retry().max_retries(2));
+    pipeline.add(fast_retry().max_attempts(3));
     let err = pipeline.run(req).await.unwrap_err();
     assert_eq!(err.status(), 503);
     assert_eq!(setup.calls(), 3);
@@ -460,8 +463,10 @@ async fn a_short_circuit_skips_the_provider_and_streams_as_chunks() {
     let setup = Setup::new(vec![]);
     let req = request(true);
     let mut pipeline = setup.pipeline(&req);
-    pipeline
-        .add(Hooks::new("cache").on_request(|_, _| Ok(Flow::Respond(completion("cached answer")))));
+    pipeline.add(
+        Hooks::new("cache")
+            .on_request(|_, _| Ok(Flow::Respond(completion("cached answer").into()))),
+    );
     let Output::Stream(stream) = pipeline.run(req).await.unwrap() else {
         panic!("expected a stream")
     };
@@ -574,7 +579,7 @@ async fn hooks_rewrite_requests_chunks_and_responses() {
     pipeline.add(
         Hooks::new("shout")
             .on_request(|_, req| {
-                req.temperature = Some(0.0);
+                req.chat_mut().unwrap().temperature = Some(0.0);
                 Ok(Flow::Continue)
             })
             .on_chunk(|_, chunk| {
@@ -612,7 +617,10 @@ async fn hooks_rewrite_requests_chunks_and_responses() {
     let Output::Complete(resp) = pipeline.run(req).await.unwrap() else {
         panic!("expected a completion")
     };
-    assert_eq!(resp.choices[0].message.text(), "hi (checked)");
+    assert_eq!(
+        resp.chat().unwrap().choices[0].message.text(),
+        "hi (checked)"
+    );
 }
 
 #[tokio::test]
@@ -719,7 +727,9 @@ async fn only_the_hooks_a_middleware_declares_are_called() {
         pipeline.add(fast_retry());
         pipeline.add(OnlyComplete(Arc::clone(&setup.log)));
         match pipeline.run(req).await.unwrap() {
-            Output::Complete(resp) => assert_eq!(resp.choices[0].message.text(), "hi"),
+            Output::Complete(resp) => {
+                assert_eq!(resp.chat().unwrap().choices[0].message.text(), "hi")
+            }
             Output::Stream(stream) => assert_eq!(collect(stream).await.len(), 1),
         }
         let log = setup.settled().await;

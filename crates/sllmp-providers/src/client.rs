@@ -39,7 +39,20 @@ pub struct HttpClient {
     /// One pool per origin; a handful at most (one per configured provider base URL).
     pools: Arc<Mutex<Vec<Arc<Pool>>>>,
     read_timeout: Duration,
+    max_body_bytes: usize,
+    max_event_bytes: usize,
     user_agent: HeaderValue,
+}
+
+/// The time limits of one exchange ([`Endpoint::post_with`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// A new connection must be made within this (besides the client's connect timeout).
+    pub connect: Option<Duration>,
+    /// The response head must arrive within this.
+    pub head: Option<Duration>,
+    /// The whole exchange, body included, must end within this.
+    pub total: Option<Duration>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -53,9 +66,9 @@ impl fmt::Debug for HttpClient {
 impl HttpClient {
     /// A client with `settings`. Build it once and clone it.
     ///
-    /// # Panics
-    ///
-    /// If the platform's certificate verifier cannot be set up (no usable root store).
+    /// Where the platform's certificate verifier cannot be set up (no usable root store),
+    /// the client is still made, an error is logged, and every `https://` call fails with a
+    /// TLS error naming the problem; `http://` upstreams work.
     pub fn new(settings: &HttpSettings) -> HttpClient {
         HttpClient::with_tls(settings, tls_config())
     }
@@ -94,6 +107,8 @@ impl HttpClient {
             }),
             pools: Arc::default(),
             read_timeout: settings.read_timeout,
+            max_body_bytes: settings.max_body_bytes,
+            max_event_bytes: settings.max_event_bytes,
             user_agent: HeaderValue::from_static(concat!("sllmp/", env!("CARGO_PKG_VERSION"))),
         }
     }
@@ -119,6 +134,8 @@ impl HttpClient {
             uri,
             pool,
             read_timeout: self.read_timeout,
+            max_body_bytes: self.max_body_bytes,
+            max_event_bytes: self.max_event_bytes,
             user_agent: self.user_agent.clone(),
         })
     }
@@ -157,6 +174,8 @@ pub struct Endpoint {
     uri: Uri,
     pool: Arc<Pool>,
     read_timeout: Duration,
+    max_body_bytes: usize,
+    max_event_bytes: usize,
     user_agent: HeaderValue,
 }
 
@@ -174,16 +193,47 @@ impl Endpoint {
         &self.uri
     }
 
+    /// The same URL with another path and query (`/v1/embeddings` beside
+    /// `/v1/chat/completions`), sharing the pool.
+    pub fn with_path(&self, path_and_query: &str) -> Result<Endpoint, InvalidUri> {
+        let mut parts = self.uri.clone().into_parts();
+        parts.path_and_query = Some(path_and_query.parse().map_err(|_| InvalidUri)?);
+        let uri = Uri::from_parts(parts).map_err(|_| InvalidUri)?;
+        Ok(Endpoint {
+            uri,
+            ..self.clone()
+        })
+    }
+
     /// POSTs `body` with `headers`; resolves with the response head.
     ///
     /// With `timeout`, the whole exchange (connecting, head and body) must end within it;
     /// without, only silences longer than the read timeout fail it (streams).
     pub async fn post(
         &self,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         body: Bytes,
         timeout: Option<Duration>,
     ) -> Result<HttpResponse, TransportError> {
+        let limits = Limits {
+            total: timeout,
+            ..Limits::default()
+        };
+        self.post_with(headers, body, limits).await
+    }
+
+    /// POSTs `body` with `headers` within `limits`; resolves with the response head.
+    ///
+    /// The head must arrive within `limits.head` and `limits.total`; the body (read with
+    /// [`HttpResponse::bytes`]) by the end of `limits.total`. Without a total, only silences
+    /// longer than the read timeout fail it (streams).
+    pub async fn post_with(
+        &self,
+        mut headers: HeaderMap,
+        body: Bytes,
+        limits: Limits,
+    ) -> Result<HttpResponse, TransportError> {
+        let timeout = limits.total;
         headers
             .entry(USER_AGENT)
             .or_insert_with(|| self.user_agent.clone());
@@ -191,9 +241,15 @@ impl Endpoint {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = headers;
-        let deadline = Instant::now() + timeout.unwrap_or(self.read_timeout);
+        let now = Instant::now();
+        let deadline = now + timeout.unwrap_or(self.read_timeout);
+        let head_deadline = limits
+            .head
+            .map_or(deadline, |head| (now + head).min(deadline));
         let (response, lease) =
-            match tokio::time::timeout_at(deadline, self.pool.send(request)).await {
+            match tokio::time::timeout_at(head_deadline, self.pool.send(request, limits.connect))
+                .await
+            {
                 Ok(sent) => sent?,
                 Err(_) => return Err(TransportError::timed_out()),
             };
@@ -205,6 +261,8 @@ impl Endpoint {
             lease,
             deadline: timeout.map(|_| deadline),
             read_timeout: self.read_timeout,
+            max_body_bytes: self.max_body_bytes,
+            max_event_bytes: self.max_event_bytes,
         })
     }
 }
@@ -214,11 +272,22 @@ impl Endpoint {
 fn tls_config() -> rustls::ClientConfig {
     use rustls_platform_verifier::BuilderVerifierExt;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .and_then(|builder| builder.with_platform_verifier())
-        .expect("the platform's TLS certificate verifier is available")
-        .with_no_client_auth()
+        .expect("aws-lc-rs supports the default protocol versions");
+    match builder.clone().with_platform_verifier() {
+        Ok(builder) => builder.with_no_client_auth(),
+        Err(err) => {
+            tracing::error!(
+                error = %err,
+                "the platform's TLS certificate store is unusable: https:// upstreams will fail \
+                 (install the system CA certificates, or build the client with HttpClient::with_tls)"
+            );
+            builder
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        }
+    }
 }
 
 /// A response whose head has arrived; read its body with [`bytes`](Self::bytes) or
@@ -231,6 +300,8 @@ pub struct HttpResponse {
     lease: Option<Lease>,
     deadline: Option<Instant>,
     read_timeout: Duration,
+    max_body_bytes: usize,
+    max_event_bytes: usize,
 }
 
 impl fmt::Debug for HttpResponse {
@@ -252,21 +323,42 @@ impl HttpResponse {
         &self.headers
     }
 
-    /// The whole body, within the request's timeout (or the read timeout).
+    /// The whole body, within the request's timeout (or the read timeout), and at most
+    /// [`HttpSettings::max_body_bytes`] long ([`TransportErrorKind::TooLarge`] over it: a
+    /// broken upstream cannot grow the proxy's memory without bound).
     pub async fn bytes(self) -> Result<Bytes, TransportError> {
         let deadline = self
             .deadline
             .unwrap_or_else(|| Instant::now() + self.read_timeout);
-        match tokio::time::timeout_at(deadline, self.body.collect()).await {
+        let limit = self.max_body_bytes;
+        let declared = self
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(TransportError::too_large(limit));
+        }
+        let limited = http_body_util::Limited::new(self.body, limit);
+        match tokio::time::timeout_at(deadline, limited.collect()).await {
             Ok(Ok(collected)) => {
                 if let Some(lease) = self.lease {
                     lease.release();
                 }
                 Ok(collected.to_bytes())
             }
+            Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+                Err(TransportError::too_large(limit))
+            }
             Ok(Err(err)) => Err(TransportError::new(TransportErrorKind::Body, err)),
             Err(_) => Err(TransportError::timed_out()),
         }
+    }
+
+    /// The body as server-sent events, each at most [`HttpSettings::max_event_bytes`].
+    pub fn into_events(self) -> crate::sse::SseStream<BodyStream> {
+        let limit = self.max_event_bytes;
+        crate::sse::SseStream::with_limit(self.into_stream(), limit)
     }
 
     /// The body as it arrives; a silence longer than the read timeout ends it with an error.
@@ -394,6 +486,8 @@ pub enum TransportErrorKind {
     Body,
     /// No answer (or no next chunk) in time.
     Timeout,
+    /// The answer (or one event of a stream) is over the size limit.
+    TooLarge,
 }
 
 /// A transport failure: its kind, and the underlying error (hyper's) as its `source`.
@@ -418,6 +512,22 @@ impl TransportError {
         }
     }
 
+    /// No connection within the call's connect timeout.
+    pub(crate) fn connect_timed_out() -> TransportError {
+        TransportError::new(
+            TransportErrorKind::Connect,
+            "no connection within the connect timeout",
+        )
+    }
+
+    /// A body or stream event over `limit` bytes.
+    pub fn too_large(limit: usize) -> TransportError {
+        TransportError::new(
+            TransportErrorKind::TooLarge,
+            format!("larger than the limit of {limit} bytes"),
+        )
+    }
+
     /// The kind of failure.
     pub fn kind(&self) -> TransportErrorKind {
         self.kind
@@ -431,7 +541,14 @@ impl fmt::Display for TransportError {
             TransportErrorKind::Request => "request failed",
             TransportErrorKind::Body => "response body broke off",
             TransportErrorKind::Timeout => "no answer within the timeout",
+            TransportErrorKind::TooLarge => "answer too large",
         })
+    }
+}
+
+impl From<crate::sse::EventTooLarge> for TransportError {
+    fn from(err: crate::sse::EventTooLarge) -> TransportError {
+        TransportError::too_large(err.limit)
     }
 }
 

@@ -26,24 +26,47 @@ pub struct HttpSettings {
     /// its concurrent-stream limit (about 100), after which new requests queue. HTTP/1.1
     /// uses a pool of connections instead.
     pub http2: bool,
-    /// Outbound proxies ([`Proxies`]); none by default. [`HttpSettings::from_env`] reads
-    /// them from `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`.
+    /// Outbound proxies ([`Proxies`]). The default reads them from `HTTPS_PROXY`,
+    /// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, as curl does.
     pub proxies: Proxies,
+    /// The largest non-streamed answer read from an upstream: 64 MiB (a large batch of
+    /// embeddings fits). Over it, the call fails with a 502 `provider_invalid_response`.
+    pub max_body_bytes: usize,
+    /// The largest single event (line) of an upstream stream: 4 MiB. Over it, the stream
+    /// ends with a 502 `provider_invalid_response`.
+    pub max_event_bytes: usize,
 }
 
 impl Default for HttpSettings {
+    /// The defaults, with the outbound proxies of the environment. An unusable proxy
+    /// variable is logged as an error and ignored (calls then go direct);
+    /// [`HttpSettings::from_env`] refuses it instead, as a server should at start-up.
     fn default() -> Self {
+        let proxies = Proxies::from_env().unwrap_or_else(|err| {
+            tracing::error!("{err}; ignoring the outbound proxy variables");
+            Proxies::default()
+        });
+        HttpSettings {
+            proxies,
+            ..HttpSettings::direct()
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The defaults with no outbound proxy, whatever the environment says.
+    pub fn direct() -> HttpSettings {
         HttpSettings {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(600),
             pool_idle_timeout: Duration::from_secs(90),
             http2: false,
             proxies: Proxies::default(),
+            max_body_bytes: 64 * 1024 * 1024,
+            max_event_bytes: 4 * 1024 * 1024,
         }
     }
-}
 
-impl HttpSettings {
     /// The defaults, with the outbound proxies the environment names
     /// ([`Proxies::from_env`]): what a server binary should use.
     ///
@@ -53,7 +76,7 @@ impl HttpSettings {
     pub fn from_env() -> Result<HttpSettings, ProxyError> {
         Ok(HttpSettings {
             proxies: Proxies::from_env()?,
-            ..HttpSettings::default()
+            ..HttpSettings::direct()
         })
     }
 }
@@ -115,6 +138,10 @@ pub fn transport_error(provider: &str, err: TransportError) -> Error {
         TransportErrorKind::Connect => (ErrorKind::ProviderUnreachable, "could not be reached"),
         TransportErrorKind::Body => (ErrorKind::ProviderUnreachable, "broke off its answer"),
         TransportErrorKind::Request => (ErrorKind::ProviderUnreachable, "failed"),
+        TransportErrorKind::TooLarge => (
+            ErrorKind::ProviderInvalidResponse,
+            "sent an answer over the size limit",
+        ),
     };
     // hyper's messages name neither a URL nor a header: safe to keep as the source.
     Error::new(kind, format!("{provider} {what}: {}", error_chain(&err)))

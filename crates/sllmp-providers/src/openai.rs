@@ -9,11 +9,11 @@ use http::Uri;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use sllmp_core::{
-    ChatChunk, ChatCompletion, ChunkStream, Completion, Error, ErrorKind, JsonMap, Provider,
-    Secret, UpstreamRequest,
+    Call, ChatChunk, ChatCompletion, ChunkStream, Completion, Embeddings, EmbeddingsRequest, Error,
+    ErrorKind, Extra, JsonMap, Provider, Secret, UpstreamRequest,
 };
 
-use crate::client::{BodyStream, Endpoint, HttpClient, HttpResponse};
+use crate::client::{BodyStream, Endpoint, HttpClient, HttpResponse, Limits};
 use crate::http::{status_error, transport_error};
 use crate::sse::SseStream;
 
@@ -33,8 +33,8 @@ pub struct OpenAiConfig {
     pub project: Option<String>,
     /// Extra headers sent with every call.
     pub headers: Vec<(String, Secret)>,
-    /// Total time allowed for a non-streamed call (streams are bounded by the client's
-    /// read timeout between chunks instead).
+    /// Total time allowed for a non-streamed call, when the pipeline gives no deadline
+    /// (streams are bounded by the client's read timeout between chunks instead).
     pub timeout: Duration,
 }
 
@@ -112,7 +112,8 @@ impl OpenAiConfig {
     }
 }
 
-/// A provider speaking OpenAI's chat-completions API.
+/// A provider speaking OpenAI's API: chat completions (`{api_base}/chat/completions`) and
+/// embeddings (`{api_base}/embeddings`).
 #[derive(Debug)]
 pub struct OpenAi {
     name: String,
@@ -120,6 +121,8 @@ pub struct OpenAi {
     /// `url`, parsed once, with its origin's connection pool; `None` if it is not an
     /// http(s) URL (every call then fails, naming it).
     endpoint: Option<Endpoint>,
+    /// `{api_base}/embeddings`, on the same pool.
+    embeddings: Option<Endpoint>,
     key: Option<Secret>,
     /// Headers sent with every call; marked sensitive so they never print.
     headers: HeaderMap,
@@ -154,10 +157,15 @@ impl OpenAi {
                 headers.insert(name, value);
             }
         }
-        let url = format!("{}/chat/completions", config.api_base.trim_end_matches('/'));
+        let base = config.api_base.trim_end_matches('/');
+        let url = format!("{base}/chat/completions");
+        let endpoint = http_uri(&url).and_then(|uri| client.endpoint(uri).ok());
+        let embeddings =
+            http_uri(&format!("{base}/embeddings")).and_then(|uri| client.endpoint(uri).ok());
         OpenAi {
             name: name.into(),
-            endpoint: http_uri(&url).and_then(|uri| client.endpoint(uri).ok()),
+            endpoint,
+            embeddings,
             url,
             key: config.api_key.filter(|k| !k.is_empty()),
             headers,
@@ -170,7 +178,15 @@ impl OpenAi {
         &self.url
     }
 
-    async fn send(&self, req: &UpstreamRequest<'_>, stream: bool) -> Result<HttpResponse, Error> {
+    /// POSTs `body` to `endpoint` within the call's limits; a non-success answer is its
+    /// error.
+    async fn send(
+        &self,
+        call: &Call<'_>,
+        endpoint: Option<&Endpoint>,
+        body: bytes::Bytes,
+        stream: bool,
+    ) -> Result<HttpResponse, Error> {
         if self.key.is_none() && self.url.starts_with(DEFAULT_API_BASE) {
             return Err(Error::new(
                 ErrorKind::ProviderAuthentication,
@@ -181,7 +197,7 @@ impl OpenAi {
             )
             .with_provider(&self.name));
         }
-        let Some(endpoint) = &self.endpoint else {
+        let Some(endpoint) = endpoint else {
             return Err(Error::new(
                 ErrorKind::ProviderUnreachable,
                 format!(
@@ -191,12 +207,18 @@ impl OpenAi {
             )
             .with_provider(&self.name));
         };
-        // The client's bytes with the routed fields rewritten, when no middleware changed
-        // the request; else the request encoded.
-        let body = req.to_json();
-        let timeout = (!stream).then_some(self.timeout);
+        let mut headers = self.headers.clone();
+        for (name, value) in call.headers {
+            headers.insert(name, value.clone());
+        }
+        let limits = Limits {
+            connect: call.connect_timeout,
+            head: call.head_timeout(),
+            // A stream's length is bounded by the pipeline, chunk by chunk.
+            total: (!stream).then(|| call.remaining().unwrap_or(self.timeout)),
+        };
         let response = endpoint
-            .post(self.headers.clone(), body, timeout)
+            .post_with(headers, body, limits)
             .await
             .map_err(|e| transport_error(&self.name, e))?;
         if response.status().is_success() {
@@ -210,6 +232,26 @@ impl OpenAi {
             status,
             &headers,
             &body,
+            self.key.as_ref(),
+        ))
+    }
+
+    /// A 200 answer whose body is an error object: mapped as the status it names (its
+    /// `code` or `status`, when a number), else as a 502 from the provider.
+    fn error_in_success(&self, extra: &Extra, body: &[u8]) -> Option<Error> {
+        let error = extra.get("error")?;
+        let status = ["code", "status"]
+            .iter()
+            .find_map(|key| error.get(key).and_then(Value::as_u64))
+            .and_then(|code| u16::try_from(code).ok())
+            .and_then(|code| http::StatusCode::from_u16(code).ok())
+            .filter(|status| status.is_client_error() || status.is_server_error())
+            .unwrap_or(http::StatusCode::BAD_GATEWAY);
+        Some(status_error(
+            &self.name,
+            status,
+            &HeaderMap::new(),
+            body,
             self.key.as_ref(),
         ))
     }
@@ -229,18 +271,58 @@ impl Provider for OpenAi {
         &self.name
     }
 
-    async fn chat(&self, req: &UpstreamRequest<'_>) -> Result<Completion, Error> {
-        let response = self.send(req, false).await?;
+    async fn chat(&self, call: &Call<'_>, req: &UpstreamRequest<'_>) -> Result<Completion, Error> {
+        // The client's bytes with the routed fields rewritten, when no middleware changed
+        // the request; else the request encoded.
+        let response = self
+            .send(call, self.endpoint.as_ref(), req.to_json(), false)
+            .await?;
         let body = response
             .bytes()
             .await
             .map_err(|e| transport_error(&self.name, e))?;
         // OpenAI's own format: the client gets these bytes unless a middleware rewrites them.
-        Completion::from_json(body).map_err(|e| self.invalid("completion", e))
+        let completion = Completion::from_json(body).map_err(|e| self.invalid("completion", e))?;
+        if completion.choices.is_empty()
+            && let Some(wire) = completion.wire()
+            && let Some(err) = self.error_in_success(&completion.extra, wire)
+        {
+            return Err(err);
+        }
+        Ok(completion)
     }
 
-    async fn chat_stream(&self, req: &UpstreamRequest<'_>) -> Result<ChunkStream, Error> {
-        let response = self.send(req, true).await?;
+    async fn embeddings(
+        &self,
+        call: &Call<'_>,
+        req: &EmbeddingsRequest,
+    ) -> Result<Embeddings, Error> {
+        let body = serde_json::to_vec(req).expect("an embeddings request always serializes");
+        let response = self
+            .send(call, self.embeddings.as_ref(), body.into(), false)
+            .await?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&self.name, e))?;
+        let answer = Embeddings::from_json(body.clone())
+            .map_err(|e| self.invalid("embeddings answer", e))?;
+        if answer.data.is_empty()
+            && let Some(err) = self.error_in_success(&answer.extra, &body)
+        {
+            return Err(err);
+        }
+        Ok(answer)
+    }
+
+    async fn chat_stream(
+        &self,
+        call: &Call<'_>,
+        req: &UpstreamRequest<'_>,
+    ) -> Result<ChunkStream, Error> {
+        let response = self
+            .send(call, self.endpoint.as_ref(), req.to_json(), true)
+            .await?;
         let is_json = response
             .headers()
             .get(CONTENT_TYPE)
@@ -254,11 +336,16 @@ impl Provider for OpenAi {
                 .map_err(|e| transport_error(&self.name, e))?;
             let completion: ChatCompletion =
                 serde_json::from_slice(&body).map_err(|e| self.invalid("completion", e))?;
+            if completion.choices.is_empty()
+                && let Some(err) = self.error_in_success(&completion.extra, &body)
+            {
+                return Err(err);
+            }
             let chunks = completion.to_chunks(true);
             return Ok(futures_util::stream::iter(chunks.into_iter().map(Ok)).boxed());
         }
         Ok(Box::pin(Chunks {
-            events: Some(SseStream::new(response.into_stream())),
+            events: Some(response.into_events()),
             provider: self.name.clone(),
         }))
     }
@@ -267,7 +354,9 @@ impl Provider for OpenAi {
 /// The chunks of an OpenAI stream: one per `data:` event, until `data: [DONE]`.
 ///
 /// `[DONE]` ends the stream even if the body goes on; what follows it is read in the
-/// background so the connection can be reused ([`BodyStream::finish`]).
+/// background so the connection can be reused ([`BodyStream::finish`]). A body that ends
+/// before `[DONE]` is a truncated answer: the stream ends with an error, never as if it
+/// were complete.
 struct Chunks {
     /// `None` once `[DONE]` arrived.
     events: Option<SseStream<BodyStream>>,
@@ -285,7 +374,7 @@ impl Stream for Chunks {
         match ready!(Pin::new(events).poll_next(cx)) {
             None => {
                 this.events = None;
-                Poll::Ready(None)
+                Poll::Ready(Some(Err(truncated(&this.provider))))
             }
             Some(Err(err)) => {
                 this.events = None;
@@ -300,6 +389,15 @@ impl Stream for Chunks {
             Some(Ok(event)) => Poll::Ready(Some(parse_chunk(&this.provider, &event.data))),
         }
     }
+}
+
+/// The error of a stream that ended before its end marker.
+pub(crate) fn truncated(provider: &str) -> Error {
+    Error::new(
+        ErrorKind::ProviderInvalidResponse,
+        format!("{provider}: the provider's stream ended before it was complete"),
+    )
+    .with_provider(provider)
 }
 
 /// `text` as a URI if it is an absolute http(s) URL.

@@ -164,6 +164,7 @@ impl Pool {
     pub(crate) async fn send(
         self: &Arc<Self>,
         mut request: Request<Full<Bytes>>,
+        connect_timeout: Option<Duration>,
     ) -> Result<(Response<Incoming>, Option<Lease>), TransportError> {
         if let Some(h2) = self.h2_sender() {
             return send_h2(h2, request).await;
@@ -171,7 +172,7 @@ impl Pool {
         // An origin that may speak HTTP/2: one connection is enough, so requests wait for
         // the one being made (boxed: rare, and it holds a whole connect).
         if self.protocol.load(Ordering::Relaxed) != HTTP1
-            && let Some(sent) = Box::pin(self.send_on_shared(&mut request)).await
+            && let Some(sent) = Box::pin(self.send_on_shared(&mut request, connect_timeout)).await
         {
             return sent;
         }
@@ -207,7 +208,7 @@ impl Pool {
         }
         // Boxed: connecting (TCP, TLS, handshake) is rare, and its future is large; inline,
         // every request's future would carry (and move) its size.
-        match Box::pin(self.connect()).await? {
+        match Box::pin(self.connect_within(connect_timeout)).await? {
             Connected::H1(mut sender) => {
                 let response = sender.send_request(request).await.map_err(failed)?;
                 Ok((response, Some(self.lease(sender))))
@@ -227,6 +228,7 @@ impl Pool {
     async fn send_on_shared(
         self: &Arc<Self>,
         request: &mut Request<Full<Bytes>>,
+        connect_timeout: Option<Duration>,
     ) -> Option<Result<(Response<Incoming>, Option<Lease>), TransportError>> {
         let connecting = self.h2_connecting.lock().await;
         if let Some(h2) = self.h2_sender() {
@@ -236,7 +238,7 @@ impl Pool {
         if self.protocol.load(Ordering::Relaxed) == HTTP1 {
             return None;
         }
-        let connected = match self.connect().await {
+        let connected = match self.connect_within(connect_timeout).await {
             Ok(connected) => connected,
             Err(err) => return Some(Err(err)),
         };
@@ -306,6 +308,17 @@ impl Pool {
             *h2 = None;
         }
         h2.clone()
+    }
+
+    /// [`Pool::connect`], given at most `limit` (besides the client's own connect timeout).
+    async fn connect_within(&self, limit: Option<Duration>) -> Result<Connected, TransportError> {
+        match limit {
+            None => self.connect().await,
+            Some(limit) => match tokio::time::timeout(limit, self.connect()).await {
+                Ok(connected) => connected,
+                Err(_) => Err(TransportError::connect_timed_out()),
+            },
+        }
     }
 
     /// A new connection: TCP (and TLS), then the HTTP handshake; its I/O runs in a task of

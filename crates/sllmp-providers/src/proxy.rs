@@ -352,7 +352,7 @@ fn percent_decode(text: &str) -> Vec<u8> {
 }
 
 /// Standard base64 with padding (RFC 4648), for `Basic` credentials.
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for group in bytes.chunks(3) {

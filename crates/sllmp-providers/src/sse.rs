@@ -39,6 +39,10 @@ pub struct SseEvent {
 /// ```
 #[derive(Debug, Default)]
 pub struct SseDecoder {
+    /// The most bytes one event may hold (its open line and its data); 0 for no limit.
+    limit: usize,
+    /// An event went over the limit; nothing more is decoded.
+    oversized: bool,
     /// Bytes of a line not yet ended.
     line: Vec<u8>,
     /// The previous read ended in CR: a leading LF now belongs to that line end.
@@ -50,10 +54,24 @@ pub struct SseDecoder {
 }
 
 impl SseDecoder {
+    /// A decoder refusing events over `limit` bytes ([`SseDecoder::is_oversized`]).
+    pub fn with_limit(limit: usize) -> SseDecoder {
+        SseDecoder {
+            limit,
+            ..SseDecoder::default()
+        }
+    }
+
+    /// Whether an event went over the limit: the stream is broken, and nothing more is
+    /// decoded.
+    pub fn is_oversized(&self) -> bool {
+        self.oversized
+    }
+
     /// Decodes `bytes`, appending every event they complete to `out`.
     pub fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<SseEvent>) {
         // An empty read must not forget that the last one ended in CR.
-        if bytes.is_empty() {
+        if bytes.is_empty() || self.oversized {
             return;
         }
         if self.after_cr {
@@ -79,13 +97,32 @@ impl SseDecoder {
                     None => self.after_cr = true,
                 }
             }
+            if self.over_limit(0) {
+                return;
+            }
         }
-        self.line.extend_from_slice(bytes);
+        if !self.over_limit(bytes.len()) {
+            self.line.extend_from_slice(bytes);
+        }
+    }
+
+    /// Whether the event being read, with `more` bytes of its line to come, is over the
+    /// limit; if so, the decoder stops.
+    fn over_limit(&mut self, more: usize) -> bool {
+        if self.limit > 0 && self.line.len() + self.data.len() + more > self.limit {
+            self.oversized = true;
+            self.line = Vec::new();
+            self.data = String::new();
+        }
+        self.oversized
     }
 
     /// Ends the stream: a last line without a line end, and an event without its blank
     /// line, are still delivered.
     pub fn finish(&mut self) -> Option<SseEvent> {
+        if self.oversized {
+            return None;
+        }
         let mut out = Vec::new();
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
@@ -139,6 +176,25 @@ impl SseDecoder {
     }
 }
 
+/// An event of a stream was over its size limit ([`SseStream::with_limit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTooLarge {
+    /// The limit, in bytes.
+    pub limit: usize,
+}
+
+impl std::fmt::Display for EventTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a stream event is larger than the limit of {} bytes",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for EventTooLarge {}
+
 /// Events decoded from a stream of byte chunks (such as [`HttpResponse::into_stream`](crate::HttpResponse::into_stream)).
 pub struct SseStream<S> {
     inner: S,
@@ -151,9 +207,15 @@ pub struct SseStream<S> {
 impl<S> SseStream<S> {
     /// Wraps a byte stream.
     pub fn new(inner: S) -> SseStream<S> {
+        SseStream::with_limit(inner, 0)
+    }
+
+    /// Wraps a byte stream whose events may be at most `limit` bytes (0: no limit); a larger
+    /// one ends the stream with an [`EventTooLarge`] error.
+    pub fn with_limit(inner: S, limit: usize) -> SseStream<S> {
         SseStream {
             inner,
-            decoder: SseDecoder::default(),
+            decoder: SseDecoder::with_limit(limit),
             ready: Default::default(),
             scratch: Vec::new(),
             done: false,
@@ -169,6 +231,7 @@ impl<S> SseStream<S> {
 impl<S, E> Stream for SseStream<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: From<EventTooLarge>,
 {
     type Item = Result<SseEvent, E>;
 
@@ -187,6 +250,12 @@ where
                 Poll::Ready(Some(Ok(bytes))) => {
                     this.decoder.feed(&bytes, &mut this.scratch);
                     this.ready.extend(this.scratch.drain(..));
+                    if this.decoder.is_oversized() {
+                        this.done = true;
+                        this.ready.clear();
+                        let limit = this.decoder.limit;
+                        return Poll::Ready(Some(Err(EventTooLarge { limit }.into())));
+                    }
                 }
                 Poll::Ready(None) => {
                     this.done = true;

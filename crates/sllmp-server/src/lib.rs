@@ -1,20 +1,20 @@
 //! The HTTP edge of SLLMP: an axum [`Router`] serving OpenAI's API over a pipeline.
 //!
 //! `POST /v1/chat/completions` (JSON, or server-sent events ending in `data: [DONE]`),
-//! `GET /v1/models`, `GET /health`; every error in OpenAI's shape
+//! `POST /v1/embeddings`, `GET /v1/models`, `GET /health`; every error in OpenAI's shape
 //! (`{"error":{"message","type","param","code","request_id"}}`), every response with an
-//! `x-request-id`. This is the only SLLMP crate that knows axum and HTTP statuses; it takes
+//! `x-request-id`, and every answer from a provider with an `x-sllmp-model` naming it. This is the only SLLMP crate that knows axum and HTTP statuses; it takes
 //! providers and a [`PipelineFactory`] and never reads configuration files.
 //!
 //! ```no_run
 //! use sllmp_core::ProviderRegistry;
-//! use sllmp_pipeline::{Pipeline, Retry};
+//! use sllmp_pipeline::Retry;
 //! use sllmp_providers::Mock;
 //! use sllmp_server::Server;
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! let server = Server::new(ProviderRegistry::new().with(Mock::new("mock")))
-//!     .pipeline(|pipeline: &mut Pipeline| {
+//!     .pipeline(|pipeline| {
 //!         pipeline.add(Retry::new());
 //!     });
 //! // Embed it in your own app...
@@ -36,12 +36,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use sllmp_core::{ModelInfo, ProviderRegistry};
-use sllmp_pipeline::{PipelineFactory, Settings};
+use sllmp_pipeline::{CompletionTracker, Pipeline, PipelineFactory, Settings};
 
 /// The axum version this crate is built on, for embedding the router in your app.
 pub use axum;
 pub use error::ApiError;
 pub use request_id::{RequestId, X_REQUEST_ID};
+pub use routes::X_SLLMP_MODEL;
 pub use runtime::runtime;
 pub use serve::{bind, shutdown_signal};
 
@@ -52,6 +53,9 @@ pub struct ServerSettings {
     pub body_limit: usize,
     /// How long in-flight requests may run after a shutdown signal. 30 s by default.
     pub shutdown_grace: Duration,
+    /// How long, after the connections closed, the server waits for completion work still
+    /// running (request logs, budget settlements, traces). 10 s by default.
+    pub completion_grace: Duration,
     /// The pipeline's limits.
     pub pipeline: Settings,
 }
@@ -61,6 +65,7 @@ impl Default for ServerSettings {
         ServerSettings {
             body_limit: 10 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            completion_grace: Duration::from_secs(10),
             pipeline: Settings::default(),
         }
     }
@@ -72,6 +77,7 @@ pub(crate) struct AppState {
     models: Vec<ModelInfo>,
     factory: Arc<dyn PipelineFactory>,
     settings: ServerSettings,
+    tracker: CompletionTracker,
     started: u64,
 }
 
@@ -83,6 +89,7 @@ pub struct Server {
     models: Vec<ModelInfo>,
     factory: Arc<dyn PipelineFactory>,
     settings: ServerSettings,
+    tracker: CompletionTracker,
 }
 
 impl Server {
@@ -96,13 +103,33 @@ impl Server {
         Server {
             providers,
             models: Vec::new(),
-            factory: Arc::new(|_: &mut sllmp_pipeline::Pipeline| {}),
+            factory: Arc::new(|_: &mut Pipeline| {}),
             settings: ServerSettings::default(),
+            tracker: CompletionTracker::new(),
         }
     }
 
+    /// A server for a factory that knows its providers and models, such as a YAML
+    /// configuration's `sllmp::config::Gateway`: one call from a configuration to a server.
+    pub fn from_gateway(gateway: impl PipelineFactory) -> Server {
+        let providers = gateway.providers().unwrap_or_default();
+        let models = gateway.models();
+        Server::from_shared(providers)
+            .models(models)
+            .factory(gateway)
+    }
+
+    /// Sets the closure that adds middleware to each request's pipeline (called once per
+    /// request, after the built-in validation).
+    pub fn pipeline<F>(self, factory: F) -> Server
+    where
+        F: Fn(&mut Pipeline) + Send + Sync + 'static,
+    {
+        self.factory(factory)
+    }
+
     /// Sets the factory that adds middleware to each request's pipeline.
-    pub fn pipeline(mut self, factory: impl PipelineFactory) -> Server {
+    pub fn factory(mut self, factory: impl PipelineFactory) -> Server {
         self.factory = Arc::new(factory);
         self
     }
@@ -125,6 +152,13 @@ impl Server {
         self
     }
 
+    /// The tracker of the requests whose completion hooks are still to run: a server
+    /// embedded in another app waits on it at shutdown ([`CompletionTracker::wait_idle`]);
+    /// [`Server::serve_on`] does so itself.
+    pub fn completions(&self) -> &CompletionTracker {
+        &self.tracker
+    }
+
     /// The axum router, to serve or to nest in your own app.
     pub fn router(self) -> Router {
         self.routes().layer(request_id::RequestIdLayer)
@@ -143,6 +177,7 @@ impl Server {
             models,
             factory: self.factory,
             settings: self.settings,
+            tracker: self.tracker,
             started: routes::started_now(),
         });
         Router::new()
@@ -150,6 +185,7 @@ impl Server {
             .route("/health", get(routes::health))
             .route("/v1/models", get(routes::models))
             .route("/v1/chat/completions", post(routes::chat_completions))
+            .route("/v1/embeddings", post(routes::embeddings))
             .fallback(routes::unknown_url)
             .method_not_allowed_fallback(routes::method_not_allowed)
             .with_state(state)

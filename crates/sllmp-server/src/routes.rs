@@ -15,8 +15,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
-use sllmp_core::{Error, ErrorKind};
-use sllmp_pipeline::{Ctx, Output, Pipeline, ResponseStream, StreamItem, Validation};
+use sllmp_core::{ChatInput, EmbeddingsRequest, Error, ErrorKind, Route};
+use sllmp_pipeline::{Ctx, Output, Pipeline, Reply, ResponseStream, StreamItem, Validation};
 
 use crate::error::error_frame;
 use crate::{ApiError, AppState, RequestId};
@@ -39,6 +39,32 @@ pub(crate) async fn chat_completions(
     RequestId(request_id): RequestId,
     request: Request,
 ) -> Response {
+    // The request keeps the body: an OpenAI-compatible provider forwards it as it came,
+    // the routed model spliced in, unless a middleware rewrites the request.
+    operation(app, request_id, request, |body| {
+        ChatInput::from_json(body).map(sllmp_core::Request::Chat)
+    })
+    .await
+}
+
+pub(crate) async fn embeddings(
+    State(app): State<Arc<AppState>>,
+    RequestId(request_id): RequestId,
+    request: Request,
+) -> Response {
+    operation(app, request_id, request, |body| {
+        EmbeddingsRequest::from_slice(&body).map(sllmp_core::Request::Embeddings)
+    })
+    .await
+}
+
+/// Any operation: the body read and parsed by `parse`, the pipeline run, its reply written.
+async fn operation(
+    app: Arc<AppState>,
+    request_id: String,
+    request: Request,
+    parse: impl FnOnce(Bytes) -> Result<sllmp_core::Request, Error>,
+) -> Response {
     // The request's own header map moves into the context: no copy.
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
@@ -46,24 +72,38 @@ pub(crate) async fn chat_completions(
         Ok(body) => body,
         Err(err) => return ApiError::new(err, request_id).into_response(),
     };
-    // The request keeps the body: an OpenAI-compatible provider forwards it as it came,
-    // the routed model spliced in, unless a middleware rewrites the request.
-    let req = match sllmp_core::Request::from_json(body) {
+    let req = match parse(body) {
         Ok(req) => req,
         Err(err) => return ApiError::new(err, request_id).into_response(),
     };
     let ctx = Ctx::new(request_id.clone(), &req, Arc::clone(&app.providers)).with_headers(headers);
     let mut pipeline = Pipeline::new(ctx);
     pipeline.set_settings(app.settings.pipeline);
+    pipeline.track(&app.tracker);
     // Validation always runs first, before any middleware of the user's.
     pipeline.add(Validation);
     app.factory.build(&mut pipeline);
-    match pipeline.start(req).await {
-        Ok(Output::Complete(completion)) => json_response(completion.to_json()),
+    let Reply { route, result } = pipeline.start(req).await;
+    let mut response = match result {
+        Ok(Output::Complete(answer)) => json_response(answer.to_json()),
         Ok(Output::Stream(stream)) => sse_response(stream, request_id),
         Err(err) => ApiError::new(err, request_id).into_response(),
+    };
+    if let Some(route) = route {
+        set_model_header(&mut response, &route);
+    }
+    response
+}
+
+/// `x-sllmp-model: provider:model`: the target that answered (or last failed).
+fn set_model_header(response: &mut Response, route: &Route) {
+    if let Ok(value) = HeaderValue::from_str(&route.to_string()) {
+        response.headers_mut().insert(X_SLLMP_MODEL, value);
     }
 }
+
+/// The response header naming the target that answered.
+pub const X_SLLMP_MODEL: &str = "x-sllmp-model";
 
 /// The whole request body, at most `limit` bytes (a `content-length` over it is refused
 /// before anything is read).
@@ -145,6 +185,13 @@ impl Stream for SseBody {
                 let mut frame = Vec::with_capacity(256);
                 frame.extend_from_slice(b"data: ");
                 serde_json::to_writer(&mut frame, &chunk).expect("a chunk serializes");
+                frame.extend_from_slice(b"\n\n");
+                Poll::Ready(Some(Ok(Bytes::from(frame))))
+            }
+            Poll::Ready(Some(StreamItem::Json(json))) => {
+                let mut frame = Vec::with_capacity(json.len() + 8);
+                frame.extend_from_slice(b"data: ");
+                frame.extend_from_slice(&json);
                 frame.extend_from_slice(b"\n\n");
                 Poll::Ready(Some(Ok(Bytes::from(frame))))
             }

@@ -16,14 +16,18 @@ impl Server {
         self.serve_on(listener, shutdown_signal()).await
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then lets in-flight requests finish
-    /// for at most the shutdown grace period.
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests and streams finish for at most the shutdown grace period, and waits (for at
+    /// most the completion grace period) for the completion hooks still running, so that
+    /// what they record is not lost with the process.
     pub async fn serve_on(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let grace = self.settings.shutdown_grace;
+        let completion_grace = self.settings.completion_grace;
+        let tracker = self.tracker.clone();
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {
             shutdown.await;
@@ -47,13 +51,23 @@ impl Server {
                 std::future::pending::<()>().await;
             }
         };
-        tokio::select! {
+        let result = tokio::select! {
             result = server => result,
             () = deadline => {
                 tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; dropping requests still in flight");
                 Ok(())
             }
+        };
+        // Requests still running are stopped (each ends with a 503 and runs its
+        // completion hooks); then the completion work still running is waited for.
+        tracker.abort();
+        if !tracker.wait_idle(completion_grace).await {
+            tracing::warn!(
+                pending = tracker.active(),
+                "completion grace period over; exiting with completion work unfinished"
+            );
         }
+        result
     }
 }
 

@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! use sllmp::providers::{Mock, OpenAi, OpenAiConfig, http_client};
-//! use sllmp::{Hooks, Pipeline, ProviderRegistry, Retry, Server};
+//! use sllmp::{Hooks, ProviderRegistry, Retry, Server};
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
@@ -18,12 +18,12 @@
 //!         .with(Mock::new("mock"))
 //!         .with(OpenAi::new("openai", OpenAiConfig::default(), client));
 //!     Server::new(providers)
-//!         .pipeline(|pipeline: &mut Pipeline| {
+//!         .pipeline(|pipeline| {
 //!             pipeline.add(Retry::new());
 //!             pipeline.add(
 //!                 Hooks::new("custom")
 //!                     .on_attempt(|_ctx, req| {
-//!                         println!("Processing request to {}", req.model);
+//!                         println!("Processing request to {}", req.model());
 //!                         Ok(())
 //!                     })
 //!                     .on_complete(|ctx, _| println!("Request completed for {}", ctx.request_id())),
@@ -42,10 +42,7 @@
 //!
 //! let config = Config::from_yaml(sllmp::DEFAULT_CONFIG, "built-in").unwrap();
 //! let gateway = Gateway::build(config, &sllmp::providers::http_client(&Default::default())).unwrap();
-//! let router: sllmp::server::axum::Router = sllmp::Server::from_shared(gateway.providers())
-//!     .models(gateway.models())
-//!     .pipeline(gateway)
-//!     .router();
+//! let router: sllmp::server::axum::Router = sllmp::Server::from_gateway(gateway).router();
 //! # let _ = router;
 //! # }
 //! ```
@@ -60,14 +57,26 @@
 //! | `observe` | Observability middleware (request logging) | yes |
 //! | `limit` | Rate limits and budgets (coming) | yes |
 //! | `full` | All of the above | no |
-//! | `cli` | What the `sllmp` binary needs | no |
+//! | `cli` | What the `sllmp` binary needs (clap, mimalloc) | yes |
+//!
+//! The root exports what a gateway written in Rust uses every day; everything else is in
+//! the modules ([`core`], [`pipeline`], and the features' modules).
 
-pub use sllmp_core::*;
-pub use sllmp_pipeline::{
-    AttemptRequest, Ctx, ErrorAction, Flow, HookSet, Hooks, Middleware, Outcome, Output, Pipeline,
-    PipelineFactory, ResponseStream, ResponseView, Retry, RetryWindow, Running, Settings,
-    StreamItem, TargetInfo, Validation, async_trait,
+pub use sllmp_core::{
+    ChatChunk, ChatCompletion, ChatInput, ChatRequest, Completion, EmbeddingsRequest, Error,
+    ErrorKind, Message, ModelInfo, Operation, Provider, ProviderRegistry, Request, Response, Route,
+    Secret, Usage,
 };
+pub use sllmp_pipeline::{
+    AttemptRequest, Ctx, ErrorAction, Fallbacks, Flow, HookSet, Hooks, Middleware, Outcome, Output,
+    Pipeline, PipelineFactory, ResponseView, Retry, RetryPolicy, RetryWindow, SetTimeouts,
+    Timeouts, Validation, async_trait,
+};
+
+/// The shared vocabulary: wire types, errors, the provider trait (all of `sllmp-core`).
+pub mod core {
+    pub use sllmp_core::*;
+}
 
 /// The per-request pipeline (all of `sllmp-pipeline`).
 pub mod pipeline {

@@ -117,10 +117,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
         ..ServerSettings::default()
     };
-    let server = Server::from_shared(gateway.providers())
-        .models(gateway.models())
-        .settings(settings)
-        .pipeline(gateway);
+    let server = Server::from_gateway(gateway).settings(settings);
     // Before the ready line: whoever reads it may send SIGTERM at once.
     let shutdown = sllmp::server::shutdown_signal();
     tracing::info!(%addr, config = origin.as_str(), ready_ms = started.elapsed().as_secs_f64() * 1000.0, "sllmp is ready");

@@ -20,7 +20,7 @@ use sllmp::{
 fn custom_middleware() -> Hooks {
     Hooks::new("custom")
         .on_attempt(|_ctx, req| {
-            println!("Processing request to {}", req.model);
+            println!("Processing request to {}", req.model());
             Ok(())
         })
         .on_complete(|ctx, _outcome| println!("Request completed for {}", ctx.request_id()))

@@ -1,7 +1,7 @@
 //! The validation middleware, always the first of every pipeline.
 
 use serde_json::Value;
-use sllmp_core::{ChatRequest, Error, Message, Request};
+use sllmp_core::{ChatRequest, EmbeddingsRequest, Error, Message, Request};
 
 use crate::{Ctx, Flow, HookSet, Middleware};
 
@@ -14,6 +14,11 @@ use crate::{Ctx, Flow, HookSet, Middleware};
 /// `top_p` 0–1, `presence_penalty` and `frequency_penalty` −2–2; `n`, `max_tokens` and
 /// `max_completion_tokens` are at least 1. Wrongly typed fields never get this far: parsing
 /// rejects them (`invalid_type`).
+///
+/// Embeddings ([`Validation::check_embeddings`]): `model` is a non-empty string; `input` is a
+/// non-empty string, a non-empty array of non-empty strings, a non-empty array of token ids
+/// (integers from 0), or a non-empty array of such arrays; `dimensions` is at least 1;
+/// `encoding_format` is `float` or `base64`.
 ///
 /// ```
 /// use sllmp_core::{ChatRequest, Message};
@@ -56,6 +61,90 @@ impl Validation {
     }
 }
 
+impl Validation {
+    /// Checks an embeddings request against the rules above.
+    pub fn check_embeddings(req: &EmbeddingsRequest) -> Result<(), Error> {
+        if req.model.is_empty() {
+            return Err(missing("model"));
+        }
+        check_input(&req.input)?;
+        at_least_one("dimensions", req.dimensions)?;
+        match req.encoding_format.as_deref() {
+            None | Some("float" | "base64") => {}
+            Some(other) => {
+                return Err(Error::invalid_request(
+                    "invalid_value",
+                    Some("encoding_format".into()),
+                    format!(
+                        "Invalid value for 'encoding_format': '{other}' is not one of 'float', 'base64'."
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_input(input: &Value) -> Result<(), Error> {
+    let invalid = |param: String, what: &str| {
+        Error::invalid_request(
+            "invalid_value",
+            Some(param.clone()),
+            format!("Invalid value for '{param}': {what}"),
+        )
+    };
+    let token_ids =
+        |items: &[Value], param: &str| match items.iter().position(|v| v.as_u64().is_none()) {
+            Some(i) => Err(invalid(
+                format!("{param}[{i}]"),
+                "expected a token id (an integer from 0).",
+            )),
+            None => Ok(()),
+        };
+    match input {
+        Value::Null => Err(missing("input")),
+        Value::String(text) if text.is_empty() => {
+            Err(invalid("input".into(), "the input must not be empty."))
+        }
+        Value::String(_) => Ok(()),
+        Value::Array(items) if items.is_empty() => Err(invalid(
+            "input".into(),
+            "the input must not be an empty array.",
+        )),
+        Value::Array(items) if items[0].is_number() => token_ids(items, "input"),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let param = format!("input[{i}]");
+                match item {
+                    Value::String(text) if text.is_empty() => {
+                        return Err(invalid(param, "the input must not be empty."));
+                    }
+                    Value::String(_) => {}
+                    Value::Array(tokens) if tokens.is_empty() => {
+                        return Err(invalid(param, "the input must not be an empty array."));
+                    }
+                    Value::Array(tokens) => token_ids(tokens, &param)?,
+                    _ => {
+                        return Err(Error::invalid_request(
+                            "invalid_type",
+                            Some(param.clone()),
+                            format!(
+                                "Invalid type for '{param}': expected a string or an array of token ids."
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Err(Error::invalid_request(
+            "invalid_type",
+            Some("input".into()),
+            "Invalid type for 'input': expected a string, an array of strings, or an array of token ids.",
+        )),
+    }
+}
+
 #[async_trait::async_trait]
 impl Middleware for Validation {
     fn name(&self) -> &'static str {
@@ -67,7 +156,10 @@ impl Middleware for Validation {
     }
 
     async fn on_request(&mut self, _ctx: &mut Ctx, req: &mut Request) -> Result<Flow, Error> {
-        Validation::check(req)?;
+        match req {
+            Request::Chat(chat) => Validation::check(chat)?,
+            Request::Embeddings(embeddings) => Validation::check_embeddings(embeddings)?,
+        }
         Ok(Flow::Continue)
     }
 }
@@ -223,6 +315,51 @@ mod tests {
                 Err(("invalid_value".into(), key.into(), message.into()))
             );
         }
+    }
+
+    #[test]
+    fn embeddings_inputs_are_checked() {
+        let check = |input: serde_json::Value| {
+            let body = json!({"model": "mock:embed", "input": input});
+            let req = EmbeddingsRequest::from_slice(body.to_string().as_bytes()).unwrap();
+            Validation::check_embeddings(&req).map_err(|e| {
+                (
+                    e.param().unwrap_or_default().to_string(),
+                    e.message().to_string(),
+                )
+            })
+        };
+        for ok in [
+            json!("a"),
+            json!(["a", "b"]),
+            json!([1, 2]),
+            json!([[1], [2, 3]]),
+        ] {
+            assert_eq!(check(ok.clone()), Ok(()), "{ok}");
+        }
+        assert_eq!(check(json!(null)).unwrap_err().0, "input");
+        assert_eq!(
+            check(json!("")).unwrap_err(),
+            (
+                "input".into(),
+                "Invalid value for 'input': the input must not be empty.".into()
+            )
+        );
+        assert_eq!(check(json!([])).unwrap_err().0, "input");
+        assert_eq!(check(json!(["a", ""])).unwrap_err().0, "input[1]");
+        assert_eq!(check(json!([1, -2])).unwrap_err().0, "input[1]");
+        assert_eq!(check(json!([[1], ["x"]])).unwrap_err().0, "input[1][0]");
+        assert_eq!(check(json!({"a": 1})).unwrap_err().0, "input");
+        let bad_format = EmbeddingsRequest::from_slice(
+            br#"{"model":"m:e","input":"a","encoding_format":"int8"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Validation::check_embeddings(&bad_format)
+                .unwrap_err()
+                .param(),
+            Some("encoding_format")
+        );
     }
 
     #[test]

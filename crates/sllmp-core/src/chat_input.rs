@@ -1,4 +1,4 @@
-//! [`Request`]: a chat request with the client's own bytes while it is unchanged, and
+//! [`ChatInput`]: a chat request with the client's own bytes while it is unchanged, and
 //! [`UpstreamRequest`]: the request as routed for one provider call.
 
 use std::fmt;
@@ -12,19 +12,19 @@ use crate::{ChatRequest, Error, JsonMap, StreamOptions};
 /// A [`ChatRequest`] and, for as long as nobody changed it, the JSON the client sent.
 ///
 /// The request-side twin of [`Completion`](crate::Completion). The server parses the body
-/// with [`Request::from_json`] and keeps its bytes; an OpenAI-compatible provider then sends
+/// with [`ChatInput::from_json`] and keeps its bytes; an OpenAI-compatible provider then sends
 /// those bytes upstream with only the routed fields rewritten
 /// ([`UpstreamRequest::to_json`]) instead of encoding the whole request again, which saves
 /// the encoding (it grows with the prompt) and keeps every field exactly as the client wrote
 /// it. Reading goes through [`Deref`]; the first mutable access ([`DerefMut`]) drops the
 /// bytes, so a middleware that rewrites the request is always what the provider receives.
-/// [`Request::set_model`] keeps them: the model is rewritten on the way upstream anyway.
+/// [`ChatInput::set_model`] keeps them: the model is rewritten on the way upstream anyway.
 ///
 /// ```
-/// use sllmp_core::Request;
+/// use sllmp_core::ChatInput;
 ///
 /// let json = br#"{"model":"openai:gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
-/// let mut req = Request::from_json(json.as_slice().into()).unwrap();
+/// let mut req = ChatInput::from_json(json.as_slice().into()).unwrap();
 /// assert_eq!(req.messages.len(), 1); // reads keep the bytes
 /// req.set_model("openai:gpt-4o-mini"); // so does choosing another model
 /// assert!(req.wire().is_some());
@@ -32,22 +32,22 @@ use crate::{ChatRequest, Error, JsonMap, StreamOptions};
 /// assert!(req.wire().is_none());
 /// ```
 #[derive(Clone, Default, PartialEq)]
-pub struct Request {
+pub struct ChatInput {
     value: ChatRequest,
     wire: Option<Bytes>,
 }
 
-impl Request {
+impl ChatInput {
     /// A request with no client bytes: providers encode it from the value.
-    pub fn new(value: ChatRequest) -> Request {
-        Request { value, wire: None }
+    pub fn new(value: ChatRequest) -> ChatInput {
+        ChatInput { value, wire: None }
     }
 
     /// Parses a request body ([`ChatRequest::from_slice`], with its errors) and keeps the
     /// bytes it came from.
-    pub fn from_json(wire: Bytes) -> Result<Request, Error> {
+    pub fn from_json(wire: Bytes) -> Result<ChatInput, Error> {
         let value = ChatRequest::from_slice(&wire)?;
-        Ok(Request {
+        Ok(ChatInput {
             value,
             wire: Some(wire),
         })
@@ -97,13 +97,13 @@ impl Request {
     }
 }
 
-impl From<ChatRequest> for Request {
-    fn from(value: ChatRequest) -> Request {
-        Request::new(value)
+impl From<ChatRequest> for ChatInput {
+    fn from(value: ChatRequest) -> ChatInput {
+        ChatInput::new(value)
     }
 }
 
-impl Deref for Request {
+impl Deref for ChatInput {
     type Target = ChatRequest;
 
     fn deref(&self) -> &ChatRequest {
@@ -111,7 +111,7 @@ impl Deref for Request {
     }
 }
 
-impl DerefMut for Request {
+impl DerefMut for ChatInput {
     /// Mutable access: the client's bytes no longer describe the value, so they are dropped.
     fn deref_mut(&mut self) -> &mut ChatRequest {
         self.wire = None;
@@ -119,9 +119,9 @@ impl DerefMut for Request {
     }
 }
 
-impl fmt::Debug for Request {
+impl fmt::Debug for ChatInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Request")
+        f.debug_struct("ChatInput")
             .field("value", &self.value)
             .field("wire_bytes", &self.wire.as_ref().map(Bytes::len))
             .finish()
@@ -137,10 +137,10 @@ pub(crate) struct Replaced {
     pub(crate) include_usage: Option<Option<bool>>,
 }
 
-/// A [`Request`] routed for one call ([`Request::route`]); dropping it puts back what
+/// A [`ChatInput`] routed for one call ([`ChatInput::route`]); dropping it puts back what
 /// routing replaced.
 pub struct Routed<'a> {
-    req: &'a mut Request,
+    req: &'a mut ChatInput,
     replaced: Option<Replaced>,
 }
 
@@ -182,7 +182,7 @@ impl Drop for Routed<'_> {
     }
 }
 
-/// The request a [`Provider`](crate::Provider) receives: routed ([`Request::route`]), and
+/// The request a [`Provider`](crate::Provider) receives: routed ([`ChatInput::route`]), and
 /// with the client's bytes when no middleware changed the request.
 ///
 /// Read it as a [`ChatRequest`] (it derefs to one); a provider speaking OpenAI's format
@@ -257,8 +257,8 @@ mod tests {
 
     use super::*;
 
-    fn parse(json: &str) -> Request {
-        Request::from_json(Bytes::copy_from_slice(json.as_bytes())).unwrap()
+    fn parse(json: &str) -> ChatInput {
+        ChatInput::from_json(Bytes::copy_from_slice(json.as_bytes())).unwrap()
     }
 
     #[test]
