@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::json;
 use sllmp_core::{
-    Call, ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, Error, ErrorKind,
-    Message, Provider, ProviderRegistry, Request, UpstreamRequest,
+    Call, ChatChunk, ChatCompletion, ChatRequest, ChunkStream, Completion, EmbeddingsRequest,
+    Error, ErrorKind, Message, Provider, ProviderRegistry, Request, Route, UpstreamRequest,
 };
 use sllmp_pipeline::{
     AttemptRequest, Ctx, ErrorAction, Flow, HookSet, Hooks, Middleware, Outcome, Output, Pipeline,
@@ -36,6 +36,8 @@ enum Script {
 struct Scripted {
     scripts: Mutex<VecDeque<Script>>,
     calls: Mutex<Vec<ChatRequest>>,
+    /// The route of each call, `provider:model`.
+    routes: Mutex<Vec<String>>,
     streams_dropped: Arc<AtomicUsize>,
 }
 
@@ -47,8 +49,9 @@ impl Provider for Shared {
         "scripted"
     }
 
-    async fn chat(&self, _call: &Call<'_>, req: &UpstreamRequest<'_>) -> Result<Completion, Error> {
+    async fn chat(&self, call: &Call<'_>, req: &UpstreamRequest<'_>) -> Result<Completion, Error> {
         self.0.calls.lock().unwrap().push((**req).clone());
+        self.0.routes.lock().unwrap().push(call.route.to_string());
         let script = self.0.scripts.lock().unwrap().pop_front();
         match script.expect("a script") {
             Script::Complete(resp) => Ok(resp.into()),
@@ -63,10 +66,11 @@ impl Provider for Shared {
 
     async fn chat_stream(
         &self,
-        _call: &Call<'_>,
+        call: &Call<'_>,
         req: &UpstreamRequest<'_>,
     ) -> Result<ChunkStream, Error> {
         self.0.calls.lock().unwrap().push((**req).clone());
+        self.0.routes.lock().unwrap().push(call.route.to_string());
         match self
             .0
             .scripts
@@ -223,6 +227,8 @@ impl Setup {
     fn pipeline(&self, req: &ChatRequest) -> Pipeline {
         let mut registry = ProviderRegistry::new();
         registry.insert("scripted", Arc::new(Shared(Arc::clone(&self.provider))));
+        // The same script answers a second name, for fallbacks.
+        registry.insert("backup", Arc::new(Shared(Arc::clone(&self.provider))));
         let ctx = Ctx::new("req_test", &Request::from(req.clone()), Arc::new(registry));
         let mut pipeline = Pipeline::new(ctx);
         pipeline.add(Validation);
@@ -544,7 +550,7 @@ async fn an_unknown_provider_is_model_not_found() {
     assert_eq!((err.status(), err.code()), (404, Some("model_not_found")));
     assert_eq!(
         err.message(),
-        "unknown provider 'nope' in model 'nope:m'; configured providers: scripted"
+        "unknown provider 'nope' in model 'nope:m'; configured providers: backup, scripted"
     );
 }
 
@@ -753,4 +759,345 @@ fn hooks_declare_the_closures_they_hold() {
     );
     assert_eq!(Hooks::new("none").hooks(), HookSet::NONE);
     assert!(HookSet::ALL.contains(HookSet::CHUNK | HookSet::ERROR));
+}
+
+fn routes(setup: &Setup) -> Vec<String> {
+    setup.provider.routes.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn each_target_gets_its_retries_then_the_next_fallback_is_tried() {
+    let setup = Setup::new(vec![
+        Script::Fail(unavailable()),
+        Script::Fail(unavailable()),
+        Script::Fail(unavailable()),
+        Script::Complete(completion("from the fallback")),
+    ]);
+    let req = request(false);
+    let mut pipeline = setup.pipeline(&req);
+    pipeline.add(fast_retry().max_attempts(2));
+    pipeline.add(sllmp_pipeline::Fallbacks::new([
+        Route::new("backup", "b1"),
+        Route::new("backup", "b2"),
+    ]));
+    let reply = pipeline.start(req).await;
+    let Output::Complete(resp) = reply.result.unwrap() else {
+        panic!("expected a completion")
+    };
+    assert_eq!(
+        resp.chat().unwrap().choices[0].message.text(),
+        "from the fallback"
+    );
+    // Two attempts at the request's target, then the first fallback's two (the second
+    // succeeds): the second fallback is never needed.
+    assert_eq!(
+        routes(&setup),
+        ["scripted:m", "scripted:m", "backup:b1", "backup:b1"]
+    );
+    assert_eq!(reply.route, Some(Route::new("backup", "b1")));
+    let errors: Vec<_> = setup
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("a.error"))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "a.error:provider_unavailable:open1",
+            "a.error:provider_unavailable:open2",
+            "a.error:provider_unavailable:open3"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_request_error_is_neither_retried_nor_sent_to_a_fallback() {
+    let setup = Setup::new(vec![Script::Fail(Error::new(
+        ErrorKind::ProviderBadRequest,
+        "scripted returned 400: bad",
+    ))]);
+    let req = request(false);
+    let mut pipeline = setup.pipeline(&req);
+    pipeline.add(fast_retry());
+    pipeline.add(sllmp_pipeline::Fallbacks::new([Route::new("backup", "b1")]));
+    let reply = pipeline.start(req).await;
+    assert_eq!(reply.result.unwrap_err().status(), 400);
+    assert_eq!(routes(&setup), ["scripted:m"]);
+    assert_eq!(reply.route, Some(Route::new("scripted", "m")));
+}
+
+#[tokio::test]
+async fn a_route_set_by_a_middleware_replaces_the_model_without_touching_the_request() {
+    let setup = Setup::new(vec![Script::Complete(completion("hi"))]);
+    let req = request(false);
+    let mut pipeline = setup.pipeline(&req);
+    pipeline.add(Hooks::new("route").on_request(|ctx, req| {
+        ctx.set_route(Route::new("backup", "gpt-x"));
+        assert_eq!(req.model(), "scripted:m");
+        Ok(Flow::Continue)
+    }));
+    pipeline.run(req).await.unwrap();
+    assert_eq!(routes(&setup), ["backup:gpt-x"]);
+    assert_eq!(setup.provider.calls.lock().unwrap()[0].model, "gpt-x");
+}
+
+#[tokio::test]
+async fn a_retry_after_longer_than_max_delay_returns_the_error_at_once() {
+    let setup = Setup::new(vec![Script::Fail(
+        Error::new(
+            ErrorKind::ProviderRateLimited,
+            "scripted returned 429: slow down",
+        )
+        .with_retry_after(Duration::from_secs(60)),
+    )]);
+    let req = request(false);
+    let mut pipeline = setup.pipeline(&req);
+    pipeline.add(fast_retry().max_delay(Duration::from_secs(5)));
+    let started = std::time::Instant::now();
+    let err = pipeline.run(req).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(err.status(), 429);
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(60)));
+    assert_eq!(setup.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_silent_stream_ends_with_a_timeout_frame() {
+    let setup = Setup::new(vec![Script::Stream {
+        items: vec![Ok(chunk("He"))],
+        hang: true,
+    }]);
+    let req = request(true);
+    let mut pipeline = setup.pipeline(&req);
+    pipeline.add(sllmp_pipeline::SetTimeouts(sllmp_pipeline::Timeouts {
+        first_token: Duration::from_millis(100),
+        ..Default::default()
+    }));
+    let Output::Stream(stream) = pipeline.run(req).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    let frames = collect(stream).await;
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(
+        frames[1],
+        "error: scripted did not send its next chunk within 100ms"
+    );
+    assert_eq!(setup.provider.streams_dropped.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_first_chunk_that_never_comes_is_a_retryable_timeout() {
+    let setup = Setup::new(vec![
+        Script::Stream {
+            items: vec![],
+            hang: true,
+        },
+        Script::Stream {
+            items: vec![Ok(chunk("late but here"))],
+            hang: false,
+        },
+    ]);
+    let req = request(true);
+    let mut pipeline = setup.pipeline(&req);
+    pipeline.add(fast_retry());
+    pipeline.add(sllmp_pipeline::SetTimeouts(sllmp_pipeline::Timeouts {
+        first_token: Duration::from_millis(100),
+        ..Default::default()
+    }));
+    let Output::Stream(stream) = pipeline.run(req).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    let frames = collect(stream).await;
+    assert!(frames[0].contains("late but here"), "{frames:?}");
+    assert!(
+        setup
+            .log()
+            .contains(&"a.error:provider_timeout:open1".to_string())
+    );
+}
+
+/// A recorded stream replayed by a middleware reaches the client frame for frame as it was
+/// sent the first time; a non-streaming client gets it assembled.
+#[tokio::test]
+async fn a_recorded_stream_is_replayed_as_it_was_sent() {
+    let setup = Setup::new(vec![Script::Stream {
+        items: vec![Ok(chunk("He")), Ok(chunk("llo")), Ok(usage_chunk())],
+        hang: false,
+    }]);
+    let recorded = Arc::new(Mutex::new(Vec::new()));
+    let mut req = request(true);
+    req.stream_options = Some(sllmp_core::StreamOptions {
+        include_usage: Some(true),
+        ..Default::default()
+    });
+    let mut pipeline = setup.pipeline(&req);
+    let store = Arc::clone(&recorded);
+    pipeline.add(
+        Hooks::new("recorder")
+            .on_request(|ctx, _| {
+                ctx.record_stream();
+                Ok(Flow::Continue)
+            })
+            .on_complete(move |ctx, _| {
+                *store.lock().unwrap() = ctx.recorded_stream().to_vec();
+            }),
+    );
+    let Output::Stream(stream) = pipeline.run(req.clone()).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    let first = collect(stream).await;
+    for _ in 0..200 {
+        if !recorded.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let frames = recorded.lock().unwrap().clone();
+    assert_eq!(frames.len(), 3);
+
+    // Replayed to a streaming client: the same frames, byte for byte.
+    let mut pipeline = setup.pipeline(&req);
+    let replay = frames.clone();
+    pipeline.add(Hooks::new("cache").on_request(move |_, _| Ok(Flow::Replay(replay.clone()))));
+    let Output::Stream(stream) = pipeline.run(req.clone()).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    assert_eq!(collect(stream).await, first);
+    assert_eq!(setup.calls(), 1, "the replay called no provider");
+
+    // A client that did not ask for usage does not get the usage chunk.
+    let mut no_usage = req.clone();
+    no_usage.stream_options = None;
+    let mut pipeline = setup.pipeline(&no_usage);
+    let replay = frames.clone();
+    pipeline.add(Hooks::new("cache").on_request(move |_, _| Ok(Flow::Replay(replay.clone()))));
+    let Output::Stream(stream) = pipeline.run(no_usage).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    assert_eq!(collect(stream).await, first[..2]);
+
+    // A non-streaming client gets the stream assembled, with its usage.
+    let plain = request(false);
+    let mut pipeline = setup.pipeline(&plain);
+    let replay = frames;
+    let usage = Arc::new(Mutex::new(None));
+    let seen = Arc::clone(&usage);
+    pipeline.add(
+        Hooks::new("cache")
+            .on_request(move |_, _| Ok(Flow::Replay(replay.clone())))
+            .on_complete(move |ctx, _| *seen.lock().unwrap() = ctx.usage().cloned()),
+    );
+    let Output::Complete(resp) = pipeline.run(plain).await.unwrap() else {
+        panic!("expected a completion")
+    };
+    assert_eq!(resp.chat().unwrap().choices[0].message.text(), "Hello");
+    for _ in 0..200 {
+        if usage.lock().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(usage.lock().unwrap().as_ref().unwrap().total_tokens, 10);
+}
+
+/// A short-circuit with a completion's bytes serves those very bytes.
+#[tokio::test]
+async fn a_short_circuit_with_bytes_serves_them_as_they_are() {
+    let setup = Setup::new(vec![]);
+    let req = request(false);
+    let mut pipeline = setup.pipeline(&req);
+    let stored = br#"{"id":"x", "object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"stored"},"finish_reason":"stop"}]}"#;
+    pipeline.add(Hooks::new("cache").on_request(move |_, _| {
+        let completion = Completion::from_json(bytes::Bytes::from_static(stored)).unwrap();
+        Ok(Flow::Respond(completion.into()))
+    }));
+    let Output::Complete(resp) = pipeline.run(req).await.unwrap() else {
+        panic!("expected a completion")
+    };
+    assert_eq!(resp.to_json(), stored.as_slice());
+}
+
+/// A client that leaves a non-streamed request after the provider was called has its usage
+/// estimated for the completion hooks.
+#[tokio::test]
+async fn a_cancelled_request_gets_a_usage_estimate() {
+    let setup = Setup::new(vec![Script::Hang]);
+    let req = request(false);
+    let usage = Arc::new(Mutex::new(None));
+    let seen = Arc::clone(&usage);
+    let mut pipeline = setup.pipeline(&req);
+    pipeline.add(Hooks::new("usage").on_complete(move |ctx, outcome| {
+        *seen.lock().unwrap() = Some((
+            outcome.as_str(),
+            ctx.usage().map(|u| u.prompt_tokens),
+            ctx.usage_is_estimated(),
+        ));
+    }));
+    let running = pipeline.start(req);
+    let _ = tokio::time::timeout(Duration::from_millis(50), running).await;
+    for _ in 0..200 {
+        if usage.lock().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // "hello" is two tokens, plus three for the message.
+    assert_eq!(*usage.lock().unwrap(), Some(("cancelled", Some(5), true)));
+}
+
+/// A tracker counts the requests until their completion hooks ran; aborting it ends the
+/// requests still running with a 503 (a stream with that error frame), hooks included.
+#[tokio::test]
+async fn the_tracker_waits_for_completions_and_aborts_what_outlives_a_shutdown() {
+    let tracker = sllmp_pipeline::CompletionTracker::new();
+    let setup = Setup::new(vec![Script::Stream {
+        items: vec![Ok(chunk("He"))],
+        hang: true,
+    }]);
+    let req = request(true);
+    let mut pipeline = setup.pipeline(&req);
+    pipeline.track(&tracker);
+    let Output::Stream(stream) = pipeline.run(req).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    assert_eq!(tracker.active(), 1);
+    assert!(!tracker.wait_idle(Duration::from_millis(50)).await);
+    tracker.abort();
+    let frames = collect(stream).await;
+    assert_eq!(
+        frames.last().unwrap(),
+        "error: the server is shutting down; retry the request"
+    );
+    assert!(tracker.wait_idle(Duration::from_secs(2)).await);
+    assert_eq!(tracker.active(), 0);
+    assert_eq!(setup.log().last().unwrap(), "a.complete:error");
+}
+
+/// Embeddings go through the same pipeline; a provider that does not serve them says so.
+#[tokio::test]
+async fn embeddings_run_through_the_same_pipeline() {
+    let setup = Setup::new(vec![]);
+    let embeddings: EmbeddingsRequest =
+        serde_json::from_value(json!({"model": "scripted:e", "input": "hi"})).unwrap();
+    let req = Request::from(embeddings);
+    let mut registry = ProviderRegistry::new();
+    registry.insert("scripted", Arc::new(Shared(Arc::clone(&setup.provider))));
+    let mut pipeline = Pipeline::new(Ctx::new("req_e", &req, Arc::new(registry)));
+    pipeline.add(Validation);
+    pipeline.add(recorder("a", &setup.log));
+    let err = pipeline.run(req).await.unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (400, Some("unsupported_operation"))
+    );
+    assert_eq!(
+        err.message(),
+        "provider 'scripted' does not serve embeddings (model 'scripted:e')"
+    );
+    let log = setup.settled().await;
+    assert_eq!(log[..2], ["a.request", "a.attempt1"]);
+    assert!(
+        !log.iter().any(|l| l.contains("response")),
+        "no chat-only hooks: {log:?}"
+    );
 }

@@ -160,15 +160,35 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// The wait a `Retry-After` (seconds) or `retry-after-ms` header asks for.
+/// The wait a `retry-after-ms`, or a `Retry-After` (seconds, or an HTTP date), header asks
+/// for. A date in the past is no wait; a value that is not a number or a date is ignored.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(ms) = header("retry-after-ms").and_then(|v| v.trim().parse::<f64>().ok()) {
-        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    retry_after_at(headers, std::time::SystemTime::now())
+}
+
+fn retry_after_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let seconds = |secs: f64| {
+        secs.is_finite()
+            .then(|| Duration::try_from_secs_f64(secs.max(0.0)).ok())
+            .flatten()
+    };
+    if let Some(ms) = header("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        return seconds(ms / 1000.0);
     }
-    header("retry-after")
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|secs| Duration::from_secs_f64(secs.max(0.0)))
+    let value = header("retry-after")?;
+    match value.parse::<f64>() {
+        Ok(secs) => seconds(secs),
+        Err(_) => {
+            let date = httpdate::parse_http_date(value).ok()?;
+            Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+        }
+    }
 }
 
 /// The parts of an upstream error body worth passing on.
@@ -210,6 +230,45 @@ impl UpstreamError {
             code: None,
             param: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+
+    fn headers(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, http::HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_milliseconds_and_dates() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2026 07:28:00 GMT").unwrap();
+        let at = |name, value| retry_after_at(&headers(name, value), now);
+        assert_eq!(at("retry-after", "7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            at("retry-after", " 1.5 "),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            at("retry-after-ms", "250"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(
+            at("retry-after", "Wed, 21 Oct 2026 07:28:30 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            at("retry-after", "Wed, 21 Oct 2026 07:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(at("retry-after", "soon"), None);
+        // Never a panic on what a provider sends.
+        assert_eq!(at("retry-after", "inf"), None);
+        assert_eq!(at("retry-after", "NaN"), None);
+        assert_eq!(at("retry-after", "-3"), Some(Duration::ZERO));
     }
 }
 
