@@ -857,6 +857,7 @@ impl Driver {
             .target()
             .map_or_else(String::new, |t| t.provider().to_string());
         let silence = self.ctx.timeouts().first_token;
+        let total = self.ctx.timeouts().total;
         let mut assembler = StreamAssembler::default();
         let mut next = first;
         // The longest wait for the next chunk: the first-token limit, or the deadline.
@@ -876,9 +877,8 @@ impl Driver {
                         () = &mut aborted => break Err(Stop::Error(shutting_down())),
                         item = guard(&provider, rest.next()) => item.unwrap_or_else(|panic| Some(Err(panic))),
                         () = &mut idle => {
-                            let now = Instant::now();
-                            break Err(Stop::Error(if now >= deadline {
-                                timeout_error(&provider, "its whole answer", deadline - (waited_from - (now - waited_from)))
+                            break Err(Stop::Error(if Instant::now() >= deadline {
+                                timeout_error(&provider, "its whole answer", total)
                             } else {
                                 timeout_error(&provider, "its next chunk", silence)
                             }))

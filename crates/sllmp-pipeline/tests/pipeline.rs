@@ -883,6 +883,27 @@ async fn a_silent_stream_ends_with_a_timeout_frame() {
         "error: scripted did not send its next chunk within 100ms"
     );
     assert_eq!(setup.provider.streams_dropped.load(Ordering::SeqCst), 1);
+
+    // The whole answer's limit ends a stream that is slow but never silent for long.
+    let setup = Setup::new(vec![Script::Stream {
+        items: vec![Ok(chunk("He"))],
+        hang: true,
+    }]);
+    let req = request(true);
+    let mut pipeline = setup.pipeline(&req);
+    pipeline.add(sllmp_pipeline::SetTimeouts(sllmp_pipeline::Timeouts {
+        first_token: Duration::from_secs(5),
+        total: Duration::from_millis(150),
+        ..Default::default()
+    }));
+    let Output::Stream(stream) = pipeline.run(req).await.unwrap() else {
+        panic!("expected a stream")
+    };
+    let frames = collect(stream).await;
+    assert_eq!(
+        frames[1],
+        "error: scripted did not send its whole answer within 150ms"
+    );
 }
 
 #[tokio::test]
