@@ -31,7 +31,9 @@ pub struct Ctx {
     feature: Option<String>,
     extensions: Extensions,
     route: Option<Route>,
-    fallbacks: Arc<[Route]>,
+    /// `None` rather than an empty `Arc`: most requests have none, and an empty `Arc` is
+    /// still an allocation.
+    fallbacks: Option<Arc<[Route]>>,
     retry: RetryPolicy,
     timeouts: Timeouts,
     record_stream: bool,
@@ -66,7 +68,7 @@ impl Ctx {
             feature: None,
             extensions: Extensions::new(),
             route: None,
-            fallbacks: Arc::from([]),
+            fallbacks: None,
             retry: RetryPolicy::none(),
             timeouts: Timeouts::default(),
             record_stream: false,
@@ -187,13 +189,14 @@ impl Ctx {
 
     /// The routes tried, in order, when the request's own target fails.
     pub fn fallbacks(&self) -> &[Route] {
-        &self.fallbacks
+        self.fallbacks.as_deref().unwrap_or(&[])
     }
 
     /// Sets the fallbacks: when a target's attempts end in a retryable error (after its
     /// retries), the next route is tried, as long as nothing reached the client.
     pub fn set_fallbacks(&mut self, fallbacks: impl Into<Arc<[Route]>>) {
-        self.fallbacks = fallbacks.into();
+        let fallbacks = fallbacks.into();
+        self.fallbacks = (!fallbacks.is_empty()).then_some(fallbacks);
     }
 
     /// How failed attempts are retried (by default: not at all).
