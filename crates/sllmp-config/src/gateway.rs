@@ -5,17 +5,20 @@ use std::sync::Arc;
 
 use sllmp_core::{Error, ModelInfo, ProviderRegistry, Request, Route, Secret};
 use sllmp_observe::RequestLog;
-use sllmp_pipeline::{Ctx, Flow, HookSet, Middleware, Pipeline, PipelineFactory, Retry};
+use sllmp_pipeline::{
+    Ctx, Flow, HookSet, Middleware, Pipeline, PipelineFactory, RetryPolicy, Timeouts,
+};
 use sllmp_providers::{DEFAULT_API_BASE, HttpClient, PROVIDER_TYPES};
 
-use crate::error::{KeyPath, Problem};
+use crate::error::{KeyPath, Problem, Seg};
 use crate::{Config, ConfigError, FeatureError, ResolvedFeature};
 
 /// The providers and pipeline a configuration describes, ready to serve.
 ///
 /// Every feature gets its own provider registry: the built-in `mock` and `openai`
 /// providers, then the feature's `providers` aliases, each with the feature's
-/// `provider_api_keys` baked in. Requests pick their feature at `on_request` time.
+/// `provider_api_keys` baked in. Requests pick their feature at `on_request` time, and
+/// with it the feature's `retry` policy, `timeouts` and `fallbacks`, all parsed here, once.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -47,12 +50,16 @@ struct FeatureRuntime {
     providers: Arc<ProviderRegistry>,
     /// The feature's `model`, parsed once.
     route: Option<Route>,
+    retry: RetryPolicy,
+    timeouts: Timeouts,
+    /// The feature's `fallbacks`, parsed once; cloned per request as a pointer.
+    fallbacks: Arc<[Route]>,
 }
 
 impl Gateway {
     /// Builds every feature's providers. A provider option that is wrong, an alias of an
-    /// unknown provider type, or a limit this version cannot enforce is an error naming the
-    /// file and key.
+    /// unknown provider type, a fallback whose provider the feature does not have, or a
+    /// limit this version cannot enforce is an error naming the file and key.
     pub fn build(config: Config, client: &HttpClient) -> Result<Gateway, ConfigError> {
         Gateway::build_with_env(config, client, &|name| std::env::var(name).ok())
     }
@@ -104,11 +111,18 @@ impl Gateway {
                 let owned_by = model.split(':').next().unwrap_or_default().to_string();
                 models.insert(model.clone(), owned_by);
             }
+            let fallbacks = fallback_routes(feature, &path, &mut problems);
+            for route in fallbacks.iter() {
+                models.insert(route.to_string(), route.provider().to_string());
+            }
             features.insert(
                 feature.name.clone(),
                 FeatureRuntime {
                     providers: Arc::new(providers),
                     route: feature.model.as_deref().and_then(Route::parse),
+                    retry: feature.retry,
+                    timeouts: feature.timeouts,
+                    fallbacks,
                 },
             );
         }
@@ -147,20 +161,22 @@ impl Gateway {
         Arc::clone(&self.inner.default_providers)
     }
 
-    /// The models the configuration names (each feature's `model`), for `GET /v1/models`.
+    /// The models the configuration names (each feature's `model` and `fallbacks`), for
+    /// `GET /v1/models`, each owned by its provider (the part before `:`).
     pub fn models(&self) -> Vec<ModelInfo> {
         self.inner.models.clone()
     }
 
     /// Adds the configured middleware to `pipeline`, in order: feature selection (which
-    /// applies the feature's model and providers), request logging, and retry with the
-    /// default backoff. Call it from your own factory to combine it with your middleware.
+    /// applies the feature's model, providers, retry policy, timeouts and fallbacks), then
+    /// request logging. Call it from your own factory to combine it with your middleware;
+    /// a middleware added after it may change the policies it set (`Ctx::set_retry_policy`,
+    /// `Ctx::set_timeouts`, `Ctx::set_fallbacks`).
     pub fn add_to(&self, pipeline: &mut Pipeline) {
         pipeline.add(SelectFeature {
             gateway: self.clone(),
         });
         pipeline.add(RequestLog::new());
-        pipeline.add(Retry::new());
     }
 }
 
@@ -187,6 +203,47 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// The feature's `fallbacks` as routes; a fallback naming a provider the feature does not
+/// have (a built-in or one of its aliases) is a problem at `fallbacks[i]`.
+fn fallback_routes(
+    feature: &ResolvedFeature,
+    path: &KeyPath,
+    problems: &mut Vec<Problem>,
+) -> Arc<[Route]> {
+    let known = |name: &str| BUILTINS.contains(&name) || feature.providers.contains_key(name);
+    let mut routes = Vec::with_capacity(feature.fallbacks.len());
+    for (index, model) in feature.fallbacks.iter().enumerate() {
+        // The loader checked the `provider:model` form.
+        let Some(route) = Route::parse(model) else {
+            continue;
+        };
+        if known(route.provider()) {
+            routes.push(route);
+            continue;
+        }
+        let mut at = path.key("fallbacks");
+        at.push(Seg::Index(index));
+        let configured: Vec<&str> = BUILTINS
+            .iter()
+            .copied()
+            .chain(feature.providers.keys().map(String::as_str))
+            .collect();
+        problems.push(Problem::at(
+            &at,
+            format!(
+                "unknown provider \"{}\" in \"{model}\"; use one of the feature's providers \
+                 ({}), or add an alias for it under providers",
+                route.provider(),
+                configured.join(", ")
+            ),
+        ));
+    }
+    routes.into()
+}
+
+/// The providers every feature has.
+const BUILTINS: [&str; 2] = ["mock", "openai"];
+
 /// The built-in providers plus the feature's aliases, with the feature's keys.
 fn feature_providers(
     feature: &ResolvedFeature,
@@ -199,8 +256,11 @@ fn feature_providers(
     let key = |name: &str| feature.provider_api_keys.get(name).cloned();
     let empty = sllmp_core::JsonMap::new();
     let builtins = [
-        ("mock", None),
-        ("openai", key("openai").or_else(|| openai_env_key.cloned())),
+        (BUILTINS[0], None),
+        (
+            BUILTINS[1],
+            key("openai").or_else(|| openai_env_key.cloned()),
+        ),
     ];
     for (name, api_key) in builtins {
         match sllmp_providers::build(name, name, &empty, api_key, client) {
@@ -245,7 +305,8 @@ fn feature_providers(
     registry
 }
 
-/// Picks the request's feature and applies it: providers, keys and model override.
+/// Picks the request's feature and applies it: providers, keys, model override, retry
+/// policy, timeouts and fallbacks (copies and a pointer clone; nothing is parsed here).
 struct SelectFeature {
     gateway: Gateway,
 }
@@ -278,6 +339,9 @@ impl Middleware for SelectFeature {
             // they are.
             ctx.set_route(route.clone());
         }
+        ctx.set_retry_policy(runtime.retry);
+        ctx.set_timeouts(runtime.timeouts);
+        ctx.set_fallbacks(Arc::clone(&runtime.fallbacks));
         Ok(Flow::Continue)
     }
 }

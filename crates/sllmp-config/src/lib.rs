@@ -1,6 +1,7 @@
 //! SLLMP's configuration file: a feature-centric YAML document that says, per *feature*
 //! (an application use case such as "chat" or "code review"), which model, provider keys,
-//! provider aliases, budgets and Langfuse project its requests use.
+//! provider aliases, budgets, Langfuse project, retry policy, time limits and fallback
+//! models its requests use.
 //!
 //! This crate reads and checks the file, substitutes `${VAR}` environment variables,
 //! applies the inheritance from `defaults` to every feature, and picks the feature of a
@@ -72,15 +73,22 @@
 //!       description: "..."
 //!   langfuse: {public_key: "...", secret_key: "...", base_url: "...", enabled: true,
 //!              default_prompt_label: latest}
+//!   retry: {max_attempts: 3, base_delay: 1s, max_delay: 30s}   # RetryPolicy::standard()
+//!   timeouts: {connect: 10s, first_token: 120s, total: 600s}   # Timeouts::default()
+//!   fallbacks: ["openai:gpt-4o-mini", "mock:echo"]             # tried after retries
 //! features:                  # required, at least one; names match ^[a-zA-Z0-9_-]+$
 //!   chat: {description: "", owner: "", model: ..., provider_api_keys: ..., providers: ...,
-//!          budget_constraints: ..., langfuse: ..., custom: {free: form}}
+//!          budget_constraints: ..., langfuse: ..., retry: ..., timeouts: ...,
+//!          fallbacks: ..., custom: {free: form}}
 //! ```
 //!
 //! Inheritance: `provider_api_keys`, `providers` and `budget_constraints` merge by key (a
-//! feature's entry replaces the default's of the same name); `model` and `langfuse`
-//! replace the default when the feature sets them; `langfuse: {enabled: false}` turns
-//! Langfuse off for a feature.
+//! feature's entry replaces the default's of the same name); `model`, `langfuse`, `retry`,
+//! `timeouts` and `fallbacks` replace the default, whole, when the feature sets them
+//! (absent or null inherits); `langfuse: {enabled: false}` turns Langfuse off for a
+//! feature. Keys a `retry` or `timeouts` block leaves out take the built-in values, and
+//! without any `retry` block requests are retried by [`sllmp_pipeline::RetryPolicy::standard`].
+//! Durations need a unit (`250ms`, `5s`, `1m`, `1h`).
 //!
 //! # Differences from the Python original, on purpose
 //!
@@ -89,6 +97,7 @@
 //!   `${VAR:-default}` and the escape `$${` for a literal `${`.
 //! - A budget constraint must set `budget_limit` or `rate_limit`.
 //! - Numbers and booleans may be written as strings, so `${VAR}` can supply them.
+//! - `retry`, `timeouts` and `fallbacks` are new keys.
 //! - An unknown feature named by a request is an error, not a fall-back to `default`, and
 //!   the `x-ai-feature` HTTP header is honoured.
 //! - Errors and `Debug` output never contain a secret.

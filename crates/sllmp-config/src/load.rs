@@ -438,7 +438,7 @@ mod tests {
             got,
             vec![
                 "defaults.model: \"gpt-4\" is not written as provider:model; write it as e.g. \"openai:gpt-4\"",
-                "defaults.modle: unknown key; expected one of: model, provider_api_keys, providers, budget_constraints, langfuse (did you mean \"model\"?)",
+                "defaults.modle: unknown key; expected one of: model, provider_api_keys, providers, budget_constraints, langfuse, retry, timeouts, fallbacks (did you mean \"model\"?)",
                 "features.\"bad name\": invalid feature name; use only letters, digits, \"_\" and \"-\" (e.g. \"bad-name\")",
                 "features.chat.owner: expected a string, found a number; put the value in quotes to keep it as text",
                 "features.code.budget_constraints.a.budget_limit.window: \"2h\" is not a budget window; use one of 1h, 1d, 7d, 30d",

@@ -5,6 +5,9 @@
 //!   replaces the default entry of the same name, whole (no deep merge).
 //! - `model`, `langfuse`: the feature's replaces the default when set; absent or null
 //!   inherits. A `langfuse` with `enabled: false` turns Langfuse off.
+//! - `retry`, `timeouts`, `fallbacks`: the feature's block replaces the default's whole
+//!   (no merge inside a block); absent or null inherits. With neither set, retries follow
+//!   [`RetryPolicy::standard`], timeouts [`Timeouts::default`], and there are no fallbacks.
 //! - `custom`: the feature's own (defaults have none).
 
 use std::collections::BTreeMap;
@@ -12,6 +15,7 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 use sllmp_core::Secret;
+use sllmp_pipeline::{RetryPolicy, Timeouts};
 
 use crate::schema::{
     Constraint, KeysOnly, LangfuseConfig, LangfuseSetting, ProviderAlias, RawConfig, RawDefaults,
@@ -40,6 +44,17 @@ pub struct ResolvedFeature {
     pub budget_constraints: BTreeMap<String, Constraint>,
     /// Langfuse settings; `None` when not configured or disabled.
     pub langfuse: Option<LangfuseConfig>,
+    /// How failed provider calls are retried (`retry`); [`RetryPolicy::standard`] when
+    /// neither the feature nor `defaults` sets it. Keys a block leaves out take the
+    /// standard values; `max_attempts: 1` turns retries off.
+    pub retry: RetryPolicy,
+    /// The time limits of each attempt (`timeouts`); [`Timeouts::default`] when neither the
+    /// feature nor `defaults` sets them, and for each key a block leaves out.
+    pub timeouts: Timeouts,
+    /// `provider:model` routes tried in order when the feature's model fails with a
+    /// retryable error after its retries (`fallbacks`); empty when not set. Each names a
+    /// provider of the feature (checked by [`Gateway::build`](crate::Gateway::build)).
+    pub fallbacks: Vec<String>,
     /// The feature's free-form `custom` mapping.
     pub custom: Map<String, Value>,
 }
@@ -55,6 +70,9 @@ impl fmt::Debug for ResolvedFeature {
             .field("providers", &self.providers)
             .field("budget_constraints", &self.budget_constraints)
             .field("langfuse", &self.langfuse)
+            .field("retry", &self.retry)
+            .field("timeouts", &self.timeouts)
+            .field("fallbacks", &self.fallbacks)
             .field("custom", &KeysOnly(&self.custom))
             .finish()
     }
@@ -101,6 +119,21 @@ fn resolve_feature(defaults: &RawDefaults, name: String, feature: RawFeature) ->
         providers,
         budget_constraints,
         langfuse,
+        retry: feature
+            .retry
+            .or(defaults.retry)
+            .map_or_else(RetryPolicy::standard, |setting| setting.0),
+        timeouts: feature
+            .timeouts
+            .or(defaults.timeouts)
+            .map_or_else(Timeouts::default, |setting| setting.0),
+        fallbacks: feature
+            .fallbacks
+            .or_else(|| defaults.fallbacks.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|model| model.0)
+            .collect(),
         custom: feature.custom.unwrap_or_default(),
     }
 }
@@ -213,5 +246,37 @@ mod tests {
         assert!(!debug.contains("sk-live-abc"), "{debug}");
         assert!(!debug.contains("tok-123"), "{debug}");
         assert!(debug.contains("token"), "{debug}");
+    }
+    #[test]
+    fn policy_blocks_replace_whole_and_null_inherits() {
+        let features = resolve_json(json!({
+            "defaults": {
+                "retry": {"max_attempts": 2, "base_delay": "5s"},
+                "timeouts": {"connect": "1s"},
+                "fallbacks": ["mock:echo"]
+            },
+            "features": {
+                "inherits": {},
+                "null": {"retry": null, "timeouts": null, "fallbacks": null},
+                "own": {"retry": {"max_delay": "1m"}, "timeouts": {"total": "30s"}, "fallbacks": []}
+            }
+        }));
+        let inherited = RetryPolicy {
+            max_attempts: 2,
+            base_delay: std::time::Duration::from_secs(5),
+            ..RetryPolicy::standard()
+        };
+        for name in ["inherits", "null"] {
+            assert_eq!(features[name].retry, inherited);
+            assert_eq!(features[name].timeouts.connect.as_secs(), 1);
+            assert_eq!(features[name].fallbacks, ["mock:echo"]);
+        }
+        let own = &features["own"];
+        assert_eq!(own.retry.max_attempts, 3);
+        assert_eq!(own.retry.base_delay.as_secs(), 1);
+        assert_eq!(own.retry.max_delay.as_secs(), 60);
+        assert_eq!(own.timeouts.connect, Timeouts::default().connect);
+        assert_eq!(own.timeouts.total.as_secs(), 30);
+        assert!(own.fallbacks.is_empty());
     }
 }

@@ -9,18 +9,22 @@
 //! - a budget constraint needs `budget_limit` or `rate_limit`;
 //! - `langfuse: {enabled: false}` needs no keys;
 //! - numbers and booleans may also be written as strings, so `${VAR}` can supply them;
-//! - an empty mapping written as `key:` (null) counts as `{}`.
+//! - an empty mapping written as `key:` (null) counts as `{}`;
+//! - `retry`, `timeouts` and `fallbacks` are this project's own keys (the original had
+//!   none); durations are written with a unit (`250ms`, `5s`, `1m`, `1h`).
 //!
 //! Error messages raised here are final problem text (`<what is wrong>; <how to fix it>`);
 //! the loader adds the key path. They never repeat a value that could be a secret.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use sllmp_core::Secret;
+use sllmp_pipeline::{RetryPolicy, Timeouts};
 
 use crate::error::is_plain_name;
 
@@ -47,6 +51,9 @@ pub(crate) struct RawDefaults {
     pub(crate) providers: Option<BTreeMap<AliasName, ProviderAlias>>,
     pub(crate) budget_constraints: Option<BTreeMap<String, Constraint>>,
     pub(crate) langfuse: Option<LangfuseSetting>,
+    pub(crate) retry: Option<RetrySetting>,
+    pub(crate) timeouts: Option<TimeoutsSetting>,
+    pub(crate) fallbacks: Option<Vec<ModelRef>>,
 }
 
 /// One entry of `features:`. `None` (absent or null) inherits from `defaults`.
@@ -60,6 +67,9 @@ pub(crate) struct RawFeature {
     pub(crate) providers: Option<BTreeMap<AliasName, ProviderAlias>>,
     pub(crate) budget_constraints: Option<BTreeMap<String, Constraint>>,
     pub(crate) langfuse: Option<LangfuseSetting>,
+    pub(crate) retry: Option<RetrySetting>,
+    pub(crate) timeouts: Option<TimeoutsSetting>,
+    pub(crate) fallbacks: Option<Vec<ModelRef>>,
     pub(crate) custom: Option<Map<String, Value>>,
 }
 
@@ -500,6 +510,190 @@ impl LangfuseConfig {
 }
 
 // ---------------------------------------------------------------------------------------
+// Attempt policies: `retry`, `timeouts`, `fallbacks`.
+// ---------------------------------------------------------------------------------------
+
+/// A `retry:` block after reading: keys left out take [`RetryPolicy::standard`]'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RetrySetting(pub(crate) RetryPolicy);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    #[serde(default, deserialize_with = "some_attempts")]
+    max_attempts: Option<u32>,
+    #[serde(default, deserialize_with = "some_duration")]
+    base_delay: Option<Duration>,
+    #[serde(default, deserialize_with = "some_duration")]
+    max_delay: Option<Duration>,
+}
+
+impl<'de> Deserialize<'de> for RetrySetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawRetry::deserialize(deserializer)?;
+        let standard = RetryPolicy::standard();
+        let policy = RetryPolicy {
+            max_attempts: raw.max_attempts.unwrap_or(standard.max_attempts),
+            base_delay: raw.base_delay.unwrap_or(standard.base_delay),
+            max_delay: raw.max_delay.unwrap_or(standard.max_delay),
+        };
+        if policy.max_delay < policy.base_delay {
+            let base = format_duration(policy.base_delay);
+            let max = format_duration(policy.max_delay);
+            let max_origin = if raw.max_delay.is_some() {
+                ""
+            } else {
+                ", the default"
+            };
+            return Err(de::Error::custom(format!(
+                "max_delay ({max}{max_origin}) is shorter than base_delay ({base}); raise \
+                 max_delay to at least {base}, e.g. max_delay: {base}, or lower base_delay"
+            )));
+        }
+        Ok(RetrySetting(policy))
+    }
+}
+
+/// A `timeouts:` block after reading: keys left out take [`Timeouts::default`]'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TimeoutsSetting(pub(crate) Timeouts);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    #[serde(default, deserialize_with = "some_positive_duration")]
+    connect: Option<Duration>,
+    #[serde(default, deserialize_with = "some_positive_duration")]
+    first_token: Option<Duration>,
+    #[serde(default, deserialize_with = "some_positive_duration")]
+    total: Option<Duration>,
+}
+
+impl<'de> Deserialize<'de> for TimeoutsSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawTimeouts::deserialize(deserializer)?;
+        let default = Timeouts::default();
+        Ok(TimeoutsSetting(Timeouts {
+            connect: raw.connect.unwrap_or(default.connect),
+            first_token: raw.first_token.unwrap_or(default.first_token),
+            total: raw.total.unwrap_or(default.total),
+        }))
+    }
+}
+
+/// `1.5s`, `250ms`: a duration as the file would write it.
+pub(crate) fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else if duration.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{millis}ms")
+    } else {
+        format!("{}s", duration.as_secs_f64())
+    }
+}
+
+/// Reads a duration written as a number and a unit: `250ms`, `5s`, `1.5m`, `1h`.
+///
+/// A bare number is refused, with the fix in the message: a timeout of `5` could mean
+/// seconds or milliseconds, and a wrong guess is a thousand times off.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    const UNITS: &str = "ms, s, m or h";
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim_start() {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "" if !number.is_empty() && number.parse::<f64>().is_ok() => {
+            return Err(format!(
+                "{text:?} has no unit; write it with one ({UNITS}), e.g. \"{number}s\""
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration; write a number and a unit ({UNITS}), e.g. \"5s\" \
+                 or \"250ms\""
+            ));
+        }
+    };
+    let value = number.parse::<f64>().map_err(|_| {
+        format!(
+            "{text:?} is not a duration; write a number and a unit ({UNITS}), e.g. \"5s\" or \
+             \"250ms\""
+        )
+    })?;
+    Duration::try_from_secs_f64(value * scale).map_err(|_| {
+        format!("{text:?} is too long to be a duration; write a shorter one, e.g. \"1h\"")
+    })
+}
+
+/// A duration key: text with a unit; a bare number is an error that shows the fix.
+struct DurationVisitor;
+
+impl DurationVisitor {
+    fn bare<E: de::Error>(number: impl fmt::Display) -> E {
+        E::custom(format!(
+            "a bare number is not a duration; write it with a unit (ms, s, m or h), e.g. \
+             \"{number}s\""
+        ))
+    }
+}
+
+impl Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a duration such as 5s")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+        parse_duration(v).map_err(E::custom)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+        Err(DurationVisitor::bare(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+        Err(DurationVisitor::bare(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+        Err(DurationVisitor::bare(v))
+    }
+}
+
+fn some_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    deserializer.deserialize_any(DurationVisitor).map(Some)
+}
+
+fn some_positive_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    let duration = deserializer.deserialize_any(DurationVisitor)?;
+    if duration.is_zero() {
+        Err(de::Error::custom(
+            "must be greater than 0; a timeout of 0 would fail every call, write e.g. \"30s\"",
+        ))
+    } else {
+        Ok(Some(duration))
+    }
+}
+
+fn some_attempts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    whole_number(
+        deserializer,
+        "write a count such as 3 (1 turns retries off)",
+    )
+    .map(Some)
+}
+
+// ---------------------------------------------------------------------------------------
 // Lenient scalars: a number or boolean may also come as a string (from `${VAR}`).
 // ---------------------------------------------------------------------------------------
 
@@ -552,17 +746,25 @@ fn positive_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Er
 }
 
 fn positive_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-    struct V;
+    whole_number(deserializer, "write a count such as 60")
+}
+
+/// A whole number from 1 to `u32::MAX`; `fix` ends the error message.
+fn whole_number<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    fix: &'static str,
+) -> Result<u32, D::Error> {
+    struct V {
+        fix: &'static str,
+    }
 
     const MESSAGE: &str = "expected a whole number from 1 to 4294967295";
 
     impl V {
-        fn check<E: de::Error>(value: i128) -> Result<u32, E> {
+        fn check<E: de::Error>(&self, value: i128) -> Result<u32, E> {
             match u32::try_from(value) {
                 Ok(v) if v > 0 => Ok(v),
-                _ => Err(E::custom(format!(
-                    "{MESSAGE}, found {value}; write a count such as 60"
-                ))),
+                _ => Err(E::custom(format!("{MESSAGE}, found {value}; {}", self.fix))),
             }
         }
     }
@@ -575,34 +777,33 @@ fn positive_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Er
         }
 
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
-            V::check(i128::from(v))
+            self.check(i128::from(v))
         }
 
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
-            V::check(i128::from(v))
+            self.check(i128::from(v))
         }
 
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<u32, E> {
             if v.fract() == 0.0 && v.abs() < 1e12 {
-                V::check(v as i128)
+                self.check(v as i128)
             } else {
-                Err(E::custom(format!(
-                    "{MESSAGE}, found {v}; write a count such as 60"
-                )))
+                Err(E::custom(format!("{MESSAGE}, found {v}; {}", self.fix)))
             }
         }
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<u32, E> {
             match v.trim().parse::<i128>() {
-                Ok(value) => V::check(value),
+                Ok(value) => self.check(value),
                 Err(_) => Err(E::custom(format!(
-                    "{MESSAGE}, found text that is not a whole number; write a count such as 60"
+                    "{MESSAGE}, found text that is not a whole number; {}",
+                    self.fix
                 ))),
             }
         }
     }
 
-    deserializer.deserialize_any(V)
+    deserializer.deserialize_any(V { fix })
 }
 
 fn flexible_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
@@ -803,6 +1004,107 @@ mod tests {
             read::<LangfuseSetting>(json!({"public_key": "pk", "secret_key": "  "}))
                 .unwrap_err()
                 .starts_with("is empty")
+        );
+    }
+    #[test]
+    fn durations_need_a_unit() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_duration("250ms"), Ok(ms(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1.5s"), Ok(ms(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration(" 2 s "), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(
+            parse_duration("5").unwrap_err(),
+            "\"5\" has no unit; write it with one (ms, s, m or h), e.g. \"5s\""
+        );
+        let bad = "is not a duration; write a number and a unit (ms, s, m or h), e.g. \"5s\" or \"250ms\"";
+        for text in ["", "5 sec", "-1s", "s", "1d", "1e3s", "..s"] {
+            assert_eq!(parse_duration(text).unwrap_err(), format!("{text:?} {bad}"));
+        }
+        assert_eq!(
+            parse_duration(&format!("{}h", "9".repeat(30))).unwrap_err(),
+            format!(
+                "\"{}h\" is too long to be a duration; write a shorter one, e.g. \"1h\"",
+                "9".repeat(30)
+            )
+        );
+        assert_eq!(format_duration(ms(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+    }
+
+    #[test]
+    fn bare_numbers_are_not_durations() {
+        assert_eq!(
+            read::<TimeoutsSetting>(json!({"connect": 5})).unwrap_err(),
+            "a bare number is not a duration; write it with a unit (ms, s, m or h), e.g. \"5s\""
+        );
+        assert_eq!(
+            read::<RetrySetting>(json!({"base_delay": 0.5})).unwrap_err(),
+            "a bare number is not a duration; write it with a unit (ms, s, m or h), e.g. \"0.5s\""
+        );
+    }
+
+    #[test]
+    fn retry_blocks_take_standard_values_for_missing_keys() {
+        let standard = RetryPolicy::standard();
+        assert_eq!(read::<RetrySetting>(json!({})), Ok(RetrySetting(standard)));
+        assert_eq!(
+            read::<RetrySetting>(json!({"max_attempts": 5})),
+            Ok(RetrySetting(RetryPolicy {
+                max_attempts: 5,
+                ..standard
+            }))
+        );
+        assert_eq!(
+            read::<RetrySetting>(
+                json!({"max_attempts": "2", "base_delay": "0s", "max_delay": "250ms"})
+            ),
+            Ok(RetrySetting(RetryPolicy {
+                max_attempts: 2,
+                base_delay: Duration::ZERO,
+                max_delay: Duration::from_millis(250),
+            }))
+        );
+        assert_eq!(
+            read::<RetrySetting>(json!({"max_attempts": 0})).unwrap_err(),
+            "expected a whole number from 1 to 4294967295, found 0; write a count such as 3 (1 turns retries off)"
+        );
+        assert_eq!(
+            read::<RetrySetting>(json!({"base_delay": "2s", "max_delay": "1s"})).unwrap_err(),
+            "max_delay (1s) is shorter than base_delay (2s); raise max_delay to at least 2s, e.g. max_delay: 2s, or lower base_delay"
+        );
+        assert_eq!(
+            read::<RetrySetting>(json!({"base_delay": "1m"})).unwrap_err(),
+            "max_delay (30s, the default) is shorter than base_delay (60s); raise max_delay to at least 60s, e.g. max_delay: 60s, or lower base_delay"
+        );
+        assert!(
+            read::<RetrySetting>(json!({"attempts": 3}))
+                .unwrap_err()
+                .starts_with("unknown field `attempts`")
+        );
+    }
+
+    #[test]
+    fn timeouts_take_defaults_for_missing_keys_and_must_be_positive() {
+        let default = Timeouts::default();
+        assert_eq!(
+            read::<TimeoutsSetting>(json!({})),
+            Ok(TimeoutsSetting(default))
+        );
+        assert_eq!(
+            read::<TimeoutsSetting>(json!({"first_token": "45s", "total": "1h"})),
+            Ok(TimeoutsSetting(Timeouts {
+                first_token: Duration::from_secs(45),
+                total: Duration::from_secs(3600),
+                ..default
+            }))
+        );
+        assert_eq!(
+            read::<TimeoutsSetting>(json!({"total": "0ms"})).unwrap_err(),
+            "must be greater than 0; a timeout of 0 would fail every call, write e.g. \"30s\""
         );
     }
 }

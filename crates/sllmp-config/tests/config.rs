@@ -2,11 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sllmp_config::{
-    BudgetLimit, BudgetWindow, Config, ConfigError, Dimension, FeatureError, RateLimit,
+    BudgetLimit, BudgetWindow, Config, ConfigError, Dimension, FeatureError, Gateway, RateLimit,
 };
+use sllmp_core::{ChatRequest, Message, Request};
+use sllmp_pipeline::{Ctx, Flow, Hooks, Pipeline, PipelineFactory, RetryPolicy, Timeouts};
 
 /// A fixed environment: tests never read or change the process environment.
 fn test_env(name: &str) -> Option<String> {
@@ -638,4 +642,262 @@ fn load_reads_a_file() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Attempt policies: retry, timeouts, fallbacks.
+// ---------------------------------------------------------------------------------------
+
+const POLICIES: &str = r#"
+defaults:
+  retry: {max_attempts: 4, base_delay: 2s, max_delay: 1m}
+  timeouts: {connect: 5s, first_token: 60s, total: 600s}
+  fallbacks: ["openai:gpt-4o-mini", "mock:echo"]
+features:
+  inherits: {model: "openai:gpt-4o"}
+  own:
+    model: "openai:gpt-4o"
+    retry: {max_attempts: 5}
+    timeouts: {first_token: 1500ms}
+    fallbacks: ["local:llama"]
+    providers:
+      local: {provider: openai, api_base: "http://localhost:8000/v1"}
+  nulls: {retry: null, timeouts: null, fallbacks: null}
+  none: {retry: {max_attempts: 1}, fallbacks: []}
+"#;
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[test]
+fn retry_timeouts_and_fallbacks_parse_and_inherit() {
+    let config = load(POLICIES);
+    let inherits = config.feature("inherits").unwrap();
+    let defaults_retry = RetryPolicy {
+        max_attempts: 4,
+        base_delay: secs(2),
+        max_delay: secs(60),
+    };
+    let defaults_timeouts = Timeouts {
+        connect: secs(5),
+        first_token: secs(60),
+        total: secs(600),
+    };
+    assert_eq!(inherits.retry, defaults_retry);
+    assert_eq!(inherits.timeouts, defaults_timeouts);
+    assert_eq!(inherits.fallbacks, ["openai:gpt-4o-mini", "mock:echo"]);
+
+    // A feature's block replaces the default's whole: the keys it leaves out take the
+    // built-in values, not the defaults' block's.
+    let own = config.feature("own").unwrap();
+    assert_eq!(
+        own.retry,
+        RetryPolicy {
+            max_attempts: 5,
+            ..RetryPolicy::standard()
+        }
+    );
+    assert_eq!(
+        own.timeouts,
+        Timeouts {
+            first_token: Duration::from_millis(1500),
+            ..Timeouts::default()
+        }
+    );
+    assert_eq!(own.fallbacks, ["local:llama"]);
+
+    // Null inherits, like absent.
+    let nulls = config.feature("nulls").unwrap();
+    assert_eq!(nulls.retry, defaults_retry);
+    assert_eq!(nulls.timeouts, defaults_timeouts);
+    assert_eq!(nulls.fallbacks, inherits.fallbacks);
+
+    // An empty list turns fallbacks off; one attempt turns retries off.
+    let none = config.feature("none").unwrap();
+    assert_eq!(none.retry.max_attempts, 1);
+    assert!(none.fallbacks.is_empty());
+}
+
+#[test]
+fn without_policy_keys_retries_are_standard_and_timeouts_default() {
+    let config = load("defaults: {}\nfeatures:\n  chat: {}\n  own: {retry: {}, timeouts: {}}\n");
+    for name in ["chat", "own"] {
+        let feature = config.feature(name).unwrap();
+        assert_eq!(feature.retry, RetryPolicy::standard());
+        assert_eq!(feature.timeouts, Timeouts::default());
+        assert!(feature.fallbacks.is_empty());
+    }
+}
+
+#[test]
+fn every_duration_form() {
+    let config = load(
+        "defaults: {}\nfeatures:\n  chat:\n    retry: {base_delay: 0s, max_delay: 250ms}\n    timeouts: {connect: 1.5s, first_token: 2m, total: \"${TOTAL:-1h}\"}\n",
+    );
+    let chat = config.feature("chat").unwrap();
+    assert_eq!(chat.retry.base_delay, Duration::ZERO);
+    assert_eq!(chat.retry.max_delay, Duration::from_millis(250));
+    assert_eq!(chat.timeouts.connect, Duration::from_millis(1500));
+    assert_eq!(chat.timeouts.first_token, secs(120));
+    assert_eq!(chat.timeouts.total, secs(3600));
+}
+
+#[test]
+fn policy_errors_name_the_key_and_the_fix() {
+    let text = error(
+        "defaults:
+  retry: {max_attempts: 0, base_dealy: 1s}
+  timeouts: {connect: 5, first_token: \"30\", total: 0s, idle: 5s}
+  fallbacks: [gpt-4o-mini, \"mock:echo\"]
+features:
+  chat:
+    retry: {base_delay: 10s, max_delay: 5s}
+    timeouts: {total: 10 minutes}
+    fallbacks: \"openai:gpt-4o\"
+  code:
+    retry: {base_delay: 1m}
+",
+    );
+    let expected = [
+        "config.yaml: defaults.fallbacks[0]: \"gpt-4o-mini\" is not written as provider:model; write it as e.g. \"openai:gpt-4o-mini\"",
+        "config.yaml: defaults.retry.base_dealy: unknown key; expected one of: max_attempts, base_delay, max_delay (did you mean \"base_delay\"?)",
+        "config.yaml: defaults.retry.max_attempts: expected a whole number from 1 to 4294967295, found 0; write a count such as 3 (1 turns retries off)",
+        "config.yaml: defaults.timeouts.connect: a bare number is not a duration; write it with a unit (ms, s, m or h), e.g. \"5s\"",
+        "config.yaml: defaults.timeouts.first_token: \"30\" has no unit; write it with one (ms, s, m or h), e.g. \"30s\"",
+        "config.yaml: defaults.timeouts.idle: unknown key; expected one of: connect, first_token, total",
+        "config.yaml: defaults.timeouts.total: must be greater than 0; a timeout of 0 would fail every call, write e.g. \"30s\"",
+        "config.yaml: features.chat.fallbacks: expected a list, found text; write a list, e.g. [user_id]",
+        "config.yaml: features.chat.retry: max_delay (5s) is shorter than base_delay (10s); raise max_delay to at least 10s, e.g. max_delay: 10s, or lower base_delay",
+        "config.yaml: features.chat.timeouts.total: \"10 minutes\" is not a duration; write a number and a unit (ms, s, m or h), e.g. \"5s\" or \"250ms\"",
+        "config.yaml: features.code.retry: max_delay (30s, the default) is shorter than base_delay (60s); raise max_delay to at least 60s, e.g. max_delay: 60s, or lower base_delay",
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn unknown_policy_key_in_a_feature_is_suggested() {
+    assert_eq!(
+        error("defaults: {}\nfeatures:\n  chat:\n    timeout: {total: 5s}\n"),
+        "config.yaml: features.chat.timeout: unknown key; expected one of: description, owner, model, provider_api_keys, providers, budget_constraints, langfuse, retry, timeouts, fallbacks, custom (did you mean \"timeouts\"?)"
+    );
+}
+
+fn gateway(yaml: &str) -> Result<Gateway, ConfigError> {
+    let client = sllmp_providers::http_client(&Default::default());
+    Gateway::build_with_env(load(yaml), &client, &|_| None)
+}
+
+#[tokio::test]
+async fn a_fallback_provider_must_be_configured_for_its_feature() {
+    let err = gateway(
+        "defaults:
+  fallbacks: [\"mock:echo\", \"anthropic:claude\"]
+features:
+  chat: {}
+  code:
+    providers: {local: {provider: openai, api_base: \"http://localhost:1/v1\"}}
+    fallbacks: [\"local:llama\", \"remote:llama\"]
+",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config.yaml: features.chat.fallbacks[1]: unknown provider \"anthropic\" in \"anthropic:claude\"; use one of the feature's providers (mock, openai), or add an alias for it under providers\n\
+         config.yaml: features.code.fallbacks[1]: unknown provider \"remote\" in \"remote:llama\"; use one of the feature's providers (mock, openai, local), or add an alias for it under providers"
+    );
+    assert_eq!(err.problems()[0].path(), Some("features.chat.fallbacks[1]"));
+}
+
+#[tokio::test]
+async fn models_include_fallbacks() {
+    let gateway = gateway(POLICIES).unwrap();
+    let models: Vec<String> = gateway
+        .models()
+        .into_iter()
+        .map(|m| format!("{} by {}", m.id, m.owned_by))
+        .collect();
+    assert_eq!(
+        models,
+        [
+            "local:llama by local",
+            "mock:echo by mock",
+            "openai:gpt-4o by openai",
+            "openai:gpt-4o-mini by openai"
+        ]
+    );
+}
+
+/// What the middleware after the gateway's saw of the request's policies.
+type Seen = Arc<Mutex<Option<(RetryPolicy, Timeouts, Vec<String>)>>>;
+
+async fn policies_seen(gateway: &Gateway, feature: &str) -> (RetryPolicy, Timeouts, Vec<String>) {
+    let req = ChatRequest {
+        model: "mock:echo".into(),
+        messages: vec![Message::new("user", "hello")],
+        metadata: Some(meta(json!({"feature": feature}))),
+        ..ChatRequest::default()
+    };
+    let ctx = Ctx::new("req_test", &Request::from(req.clone()), gateway.providers());
+    let mut pipeline = Pipeline::new(ctx);
+    gateway.build(&mut pipeline);
+    assert!(
+        !pipeline.middleware_names().contains(&"retry"),
+        "the feature sets the policy; no separate retry middleware"
+    );
+    let seen = Seen::default();
+    let write = Arc::clone(&seen);
+    pipeline.add(Hooks::new("peek").on_request(move |ctx, _| {
+        let fallbacks = ctx.fallbacks().iter().map(ToString::to_string).collect();
+        *write.lock().unwrap() = Some((*ctx.retry_policy(), *ctx.timeouts(), fallbacks));
+        Ok(Flow::Continue)
+    }));
+    pipeline.run(req).await.expect("the mock answers");
+    let seen = seen.lock().unwrap().take();
+    seen.expect("the peek hook ran")
+}
+
+#[tokio::test]
+async fn the_gateway_applies_each_features_policies() {
+    let yaml = POLICIES
+        .replace(
+            "  inherits: {model: \"openai:gpt-4o\"}",
+            "  inherits: {model: \"mock:echo\"}",
+        )
+        .replace(
+            "  own:\n    model: \"openai:gpt-4o\"",
+            "  own:\n    model: \"mock:echo\"",
+        );
+    let gateway = gateway(&yaml).unwrap();
+
+    let (retry, timeouts, fallbacks) = policies_seen(&gateway, "inherits").await;
+    assert_eq!(retry.max_attempts, 4);
+    assert_eq!(retry.max_delay, secs(60));
+    assert_eq!(timeouts.connect, secs(5));
+    assert_eq!(fallbacks, ["openai:gpt-4o-mini", "mock:echo"]);
+
+    let (retry, timeouts, fallbacks) = policies_seen(&gateway, "own").await;
+    assert_eq!(
+        retry,
+        RetryPolicy {
+            max_attempts: 5,
+            ..RetryPolicy::standard()
+        }
+    );
+    assert_eq!(timeouts.first_token, Duration::from_millis(1500));
+    assert_eq!(timeouts.connect, Timeouts::default().connect);
+    assert_eq!(fallbacks, ["local:llama"]);
+
+    let (retry, _, fallbacks) = policies_seen(&gateway, "none").await;
+    assert_eq!(retry.max_attempts, 1);
+    assert!(fallbacks.is_empty());
+}
+
+#[tokio::test]
+async fn without_policy_keys_the_gateway_keeps_standard_retries() {
+    let gateway = gateway("defaults: {}\nfeatures:\n  default: {model: \"mock:echo\"}\n").unwrap();
+    let (retry, timeouts, fallbacks) = policies_seen(&gateway, "default").await;
+    assert_eq!(retry, RetryPolicy::standard());
+    assert_eq!(timeouts, Timeouts::default());
+    assert!(fallbacks.is_empty());
 }

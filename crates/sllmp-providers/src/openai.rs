@@ -33,8 +33,8 @@ pub struct OpenAiConfig {
     pub project: Option<String>,
     /// Extra headers sent with every call.
     pub headers: Vec<(String, Secret)>,
-    /// Total time allowed for a non-streamed call, when the pipeline gives no deadline
-    /// (streams are bounded by the client's read timeout between chunks instead).
+    /// The longest a non-streamed call to this provider may take (the attempt's own deadline,
+    /// `timeouts.total`, applies too: the sooner wins). Streams are bounded by the pipeline.
     pub timeout: Duration,
 }
 
@@ -215,7 +215,10 @@ impl OpenAi {
             connect: call.connect_timeout,
             head: call.head_timeout(),
             // A stream's length is bounded by the pipeline, chunk by chunk.
-            total: (!stream).then(|| call.remaining().unwrap_or(self.timeout)),
+            total: (!stream).then(|| {
+                call.remaining()
+                    .map_or(self.timeout, |left| left.min(self.timeout))
+            }),
         };
         let response = endpoint
             .post_with(headers, body, limits)

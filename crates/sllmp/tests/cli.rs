@@ -83,7 +83,7 @@ fn check_reports_every_problem_and_exits_2() {
         stderr,
         format!(
             "{name}: features.chat.model: \"gpt-4\" is not written as provider:model; write it as e.g. \"openai:gpt-4\"\n\
-             {name}: features.chat.modle: unknown key; expected one of: description, owner, model, provider_api_keys, providers, budget_constraints, langfuse, custom (did you mean \"model\"?)\n"
+             {name}: features.chat.modle: unknown key; expected one of: description, owner, model, provider_api_keys, providers, budget_constraints, langfuse, retry, timeouts, fallbacks, custom (did you mean \"model\"?)\n"
         )
     );
     std::fs::remove_dir_all(&dir).unwrap();
