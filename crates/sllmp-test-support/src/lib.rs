@@ -4,12 +4,15 @@
 //! its upstream, and what the benchmark harness runs (as the
 //! `sllmp-mock-upstream` binary) as a fast, predictable upstream.
 //!
-//! It serves `POST /v1/chat/completions` (and `POST /chat/completions`) plus
-//! `GET /health`. Each chat-completions request is answered by the next
-//! scripted [`Reply`] if one was [enqueued](MockUpstream::enqueue), and
-//! otherwise by a default behaviour that speaks OpenAI's exact wire format
-//! (JSON or SSE, see below) and can be steered per request with an optional
-//! `"mock"` object in the request body:
+//! It serves `POST /v1/chat/completions` and `POST /v1/embeddings` (also
+//! without the `/v1` prefix) plus `GET /health`. Each request to either is
+//! answered by the next scripted [`Reply`] if one was
+//! [enqueued](MockUpstream::enqueue) (one queue for both), and otherwise by a
+//! default behaviour. Embeddings get one deterministic vector per input
+//! (`dimensions` long, 8 by default; equal inputs, equal vectors). Chat
+//! completions speak OpenAI's exact wire format (JSON or SSE, see below) and
+//! can be steered per request with an optional `"mock"` object in the request
+//! body:
 //!
 //! ```json
 //! {"mock": {"latency_ms": 50, "chunks": 5, "chunk_interval_ms": 10,
@@ -69,12 +72,15 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod embeddings;
 mod log_capture;
 mod openai;
 mod server;
+mod silent;
 mod sse;
 
 pub use log_capture::LogCapture;
+pub use silent::SilentListener;
 
 use server::Shared;
 
@@ -189,13 +195,14 @@ impl MockUpstream {
     }
 
     /// Queues a scripted reply. Replies are used first in, first out, one per
-    /// chat-completions request; when the queue is empty the default
-    /// behaviour answers.
+    /// chat-completions or embeddings request; when the queue is empty the
+    /// default behaviour answers.
     pub fn enqueue(&self, reply: Reply) {
         self.shared.enqueue(reply);
     }
 
-    /// Every chat-completions request received so far, in order of arrival.
+    /// Every chat-completions and embeddings request received so far, in order
+    /// of arrival.
     /// Always empty when recording was turned off with [`MockOptions`].
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.recorded()
@@ -251,9 +258,11 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// A chat-completions request as the mock received it.
+/// A chat-completions or embeddings request as the mock received it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Recorded {
+    /// When its body had been read.
+    pub received_at: std::time::Instant,
     /// The HTTP method, e.g. `"POST"`.
     pub method: String,
     /// The request path, without the query string, e.g. `"/v1/chat/completions"`.
@@ -300,6 +309,16 @@ pub enum Reply {
     },
     /// Accepts the request and never answers (for timeout tests).
     Hang,
+    /// A `200` with this `content-type` whose body is written piece by piece
+    /// (chunked, no `content-length`), each piece after its delay: a JSON
+    /// answer whose size is not declared, or an event stream with any
+    /// content type.
+    Chunked {
+        /// The `content-type` header.
+        content_type: String,
+        /// The body, piece by piece.
+        frames: Vec<Frame>,
+    },
     /// A `200` whose body is these exact bytes, with this `content-type` (for tests of what
     /// the proxy does with the upstream's own formatting).
     Raw {

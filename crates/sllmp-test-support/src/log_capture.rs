@@ -1,8 +1,11 @@
 //! [`LogCapture`]: a `tracing` writer that keeps what it is given, to assert on log lines.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::Registry;
+use tracing_subscriber::fmt::format::DefaultFields;
+use tracing_subscriber::fmt::{FormatEvent, MakeWriter};
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Collects everything a `tracing` subscriber writes; clones share the buffer.
 ///
@@ -21,6 +24,28 @@ impl LogCapture {
     /// What was written so far.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// The process's capture: on the first call, installs the global `tracing` subscriber
+    /// (`INFO` and above, no colours, events formatted by what `format` returns) writing
+    /// into a new capture; later calls return the same capture and ignore `format`. For
+    /// events emitted in spawned tasks, on any thread. If another global subscriber was
+    /// installed first, the capture stays empty.
+    pub fn global<E>(format: impl FnOnce() -> E) -> &'static LogCapture
+    where
+        E: FormatEvent<Registry, DefaultFields> + Send + Sync + 'static,
+    {
+        static GLOBAL: OnceLock<LogCapture> = OnceLock::new();
+        GLOBAL.get_or_init(|| {
+            let capture = LogCapture::default();
+            let _ = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(capture.clone())
+                .event_format(format())
+                .finish()
+                .try_init();
+            capture
+        })
     }
 }
 

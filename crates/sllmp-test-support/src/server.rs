@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
-use crate::{Recorded, Reply, openai, sse};
+use crate::{Recorded, Reply, embeddings, openai, sse};
 
 /// Largest request body accepted; far above anything a test sends.
 const MAX_BODY_BYTES: usize = 64 << 20;
@@ -149,6 +149,7 @@ fn record(parts: &Parts, body: &Bytes) -> Recorded {
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()))
     };
     Recorded {
+        received_at: std::time::Instant::now(),
         method: parts.method.as_str().to_owned(),
         path: parts.uri.path().to_owned(),
         headers: parts
@@ -171,6 +172,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(embeddings_route))
+        .route("/embeddings", post(embeddings_route))
         .route("/health", get(|| async { "ok" }))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
@@ -180,21 +183,40 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 /// `POST /v1/chat/completions`: the next scripted reply, or the default
 /// behaviour.
 async fn chat_completions(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(body) => body,
-        Err(err) => {
-            return error_response(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                &format!("cannot read request body: {err}"),
-                None,
-            );
-        }
+    let (parts, body) = match read(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     match shared.record_and_take(&parts, &body) {
         Some(reply) => scripted(&shared, reply).await,
         None => openai::default_reply(&shared, &body).await,
+    }
+}
+
+/// `POST /v1/embeddings`: the next scripted reply (the queue is shared with chat
+/// completions), or deterministic vectors.
+async fn embeddings_route(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = match read(request).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    match shared.record_and_take(&parts, &body) {
+        Some(reply) => scripted(&shared, reply).await,
+        None => embeddings::default_reply(&body),
+    }
+}
+
+/// The request's head and whole body; a body that cannot be read is a 400.
+async fn read(request: Request) -> Result<(Parts, Bytes), Response> {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => Ok((parts, body)),
+        Err(err) => Err(error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &format!("cannot read request body: {err}"),
+            None,
+        )),
     }
 }
 
@@ -213,6 +235,31 @@ async fn scripted(shared: &Arc<Shared>, reply: Reply) -> Response {
                 .map(|frame| (frame.delay, Bytes::from(frame.raw)))
                 .collect(),
         ),
+        Reply::Chunked {
+            content_type,
+            frames,
+        } => match HeaderValue::try_from(content_type.as_str()) {
+            Ok(content_type) => {
+                let mut response = sse::response(
+                    shared,
+                    frames
+                        .into_iter()
+                        .map(|frame| (frame.delay, Bytes::from(frame.raw)))
+                        .collect(),
+                );
+                response.headers_mut().insert(CONTENT_TYPE, content_type);
+                response
+                    .headers_mut()
+                    .remove(axum::http::header::CACHE_CONTROL);
+                response
+            }
+            Err(_) => error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                &format!("invalid scripted reply: content-type {content_type}"),
+                None,
+            ),
+        },
         Reply::Hang => {
             let _ = shared.shutdown_signal().wait_for(|&down| down).await;
             broken_response()

@@ -4,7 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use sllmp_test_support::{Frame, MockOptions, MockUpstream, Reply};
+use sllmp_test_support::{Frame, MockOptions, MockUpstream, Reply, SilentListener};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -502,14 +502,14 @@ async fn other_routes() {
     assert_eq!(health.text().await.unwrap(), "ok");
 
     let missing = client()
-        .post(format!("{}/embeddings", mock.base_url()))
+        .post(format!("{}/moderations", mock.base_url()))
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
     let wrong_method = client().get(completions_url(&mock)).send().await.unwrap();
     assert_eq!(wrong_method.status(), 404);
-    // Neither counts as a chat-completions request.
+    // Neither counts as a request.
     assert!(mock.requests().is_empty());
 }
 
@@ -614,4 +614,87 @@ async fn recording_can_be_turned_off() {
     assert_eq!(post(&mock, request.clone()).await.status(), 202);
     assert_eq!(post(&mock, request).await.status(), 200);
     assert!(mock.requests().is_empty());
+}
+
+#[tokio::test]
+async fn embeddings_get_deterministic_vectors_and_share_the_script() {
+    let mock = MockUpstream::start().await;
+    let url = format!("{}/embeddings", mock.base_url());
+    let embed = |body: Value| {
+        let url = url.clone();
+        async move {
+            let response = client().post(url).json(&body).send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, body) =
+        embed(json!({"model": "e", "input": ["a", "b", "a"], "dimensions": 3})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["model"], "e");
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    assert_eq!(data[1]["index"], 1);
+    assert_eq!(data[0]["object"], "embedding");
+    assert_eq!(data[0]["embedding"].as_array().unwrap().len(), 3);
+    assert_eq!(data[0]["embedding"], data[2]["embedding"]);
+    assert_ne!(data[0]["embedding"], data[1]["embedding"]);
+    // `"a"` is 3 JSON characters: 9 in all, 3 tokens.
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 3, "total_tokens": 3})
+    );
+    let (_, one) = embed(json!({"model": "e", "input": "a"})).await;
+    assert_eq!(one["data"][0]["embedding"].as_array().unwrap().len(), 8);
+
+    // One script for both routes, in arrival order.
+    mock.enqueue(Reply::error(503, "server_error", "busy"));
+    let (status, _) = embed(json!({"model": "e", "input": "a"})).await;
+    assert_eq!(status, 503);
+    let paths: Vec<_> = mock.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/v1/embeddings"; 3]);
+    let seen = mock.requests();
+    assert!(seen[0].received_at <= seen[1].received_at);
+}
+
+#[tokio::test]
+async fn chunked_replies_have_no_content_length() {
+    let mock = MockUpstream::start().await;
+    mock.enqueue(Reply::Chunked {
+        content_type: "application/json".into(),
+        frames: vec![
+            Frame::raw("{\"a\":"),
+            Frame::raw("1}").after(Duration::from_millis(50)),
+        ],
+    });
+    let started = Instant::now();
+    let response = post(&mock, json!({"model": "m", "messages": []})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert!(response.headers().get("content-length").is_none());
+    assert_eq!(response.text().await.unwrap(), r#"{"a":1}"#);
+    assert!(started.elapsed() >= Duration::from_millis(50));
+}
+
+#[tokio::test]
+async fn a_silent_listener_accepts_and_never_answers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let silent = SilentListener::start().await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(silent.addr()).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await;
+    assert!(read.is_err(), "no answer: {read:?}");
+    assert_eq!(silent.accepted(), 1);
+    // Dropped, it closes what it held.
+    drop(silent);
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
 }
