@@ -83,10 +83,10 @@ impl HttpClient {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(30)));
-        let proxies = Arc::new(settings.proxies.clone());
+        let matcher = Arc::new(settings.proxies.matcher());
         let tcp = Connector {
             tcp: http,
-            proxies: Arc::clone(&proxies),
+            matcher: Arc::clone(&matcher),
             connect_timeout: settings.connect_timeout,
         };
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
@@ -103,7 +103,7 @@ impl HttpClient {
                 connector: https,
                 idle_timeout: settings.pool_idle_timeout,
                 http2: settings.http2,
-                proxies,
+                matcher,
             }),
             pools: Arc::default(),
             read_timeout: settings.read_timeout,

@@ -2,6 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::prelude::BASE64_STANDARD;
 use futures_util::StreamExt;
 use serde_json::Value;
 use sllmp_core::{
@@ -124,7 +126,7 @@ impl Provider for Mock {
                 let vector = unit_vector(text.as_bytes(), dimensions);
                 let embedding = if base64 {
                     let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-                    Value::from(crate::proxy::base64(&bytes))
+                    Value::from(BASE64_STANDARD.encode(&bytes))
                 } else {
                     Value::from(vector.iter().map(|x| f64::from(*x)).collect::<Vec<_>>())
                 };

@@ -26,12 +26,13 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::Connection;
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::client::{BoxError, TransportError, TransportErrorKind};
-use crate::proxy::{Connector, Proxies};
+use crate::proxy::Connector;
 
 /// What every pool of a client shares: how to connect, and for how long to keep idle
 /// connections.
@@ -40,7 +41,8 @@ pub(crate) struct Shared {
     pub(crate) idle_timeout: Duration,
     /// Whether HTTP/2 is offered (ALPN) to `https://` origins.
     pub(crate) http2: bool,
-    pub(crate) proxies: Arc<Proxies>,
+    /// Which origins go through which proxy (`Proxies::matcher`).
+    pub(crate) matcher: Arc<Matcher>,
 }
 
 /// The connections to one origin.
@@ -123,15 +125,19 @@ impl Pool {
             .ok()?;
         let host = HeaderValue::from_str(authority.as_str()).ok()?;
         // `https://` origins with a proxy are tunnelled by the connector.
-        let forward = match shared.proxies.for_origin(&scheme, authority.host()) {
-            Some(proxy) if scheme == Scheme::HTTP => {
-                dial = proxy.uri().clone();
-                Some(Forward {
-                    authorization: proxy.authorization().cloned(),
-                })
-            }
-            _ => None,
+        let via = if scheme == Scheme::HTTP {
+            shared.matcher.intercept(uri)
+        } else {
+            None
         };
+        let forward = via.map(|via| {
+            // `Proxy::parse` takes http:// proxies only.
+            debug_assert_eq!(via.uri().scheme(), Some(&Scheme::HTTP));
+            dial = via.uri().clone();
+            Forward {
+                authorization: via.basic_auth().cloned(),
+            }
+        });
         // Only `https://` origins negotiate HTTP/2 (ALPN); others are known HTTP/1.1.
         let protocol = if shared.http2 && scheme == Scheme::HTTPS {
             UNKNOWN

@@ -11,6 +11,12 @@
 //! Credentials in a proxy URL (`http://user:pass@proxy:3128`) are sent as
 //! `Proxy-Authorization: Basic` and never shown: not in `Debug`, errors or logs.
 //!
+//! Which upstream goes through which proxy is decided by hyper-util's [`Matcher`], and the
+//! `CONNECT` tunnel is hyper-util's [`Tunnel`]. Reading and checking the variables stays here:
+//! the matcher takes a value it cannot use for "no proxy" and connects directly, so it is only
+//! ever given values [`Proxy::parse`] accepted, written out canonically. Sending `http://`
+//! requests to the proxy with absolute targets is the pool's (hyper-util has nothing for it).
+//!
 //! ```
 //! use sllmp_providers::{HttpSettings, Proxies, Proxy, NoProxy};
 //!
@@ -34,11 +40,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::Uri;
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
@@ -104,35 +111,37 @@ impl Proxies {
         self.http.is_none() && self.https.is_none()
     }
 
-    /// The proxy of an upstream at `scheme://host`, if it has one.
-    pub(crate) fn for_origin(&self, scheme: &Scheme, host: &str) -> Option<&Proxy> {
-        let proxy = if *scheme == Scheme::HTTPS {
-            self.https.as_ref()
-        } else if *scheme == Scheme::HTTP {
-            self.http.as_ref()
-        } else {
-            None
-        }?;
-        (!self.no_proxy.matches(host)).then_some(proxy)
+    /// hyper-util's matcher of these proxies: [`Matcher::intercept`] names the proxy of an
+    /// upstream URL, if it has one. (`ALL_PROXY` is already in `http` and `https`.)
+    pub(crate) fn matcher(&self) -> Matcher {
+        fn url(proxy: &Option<Proxy>) -> &str {
+            proxy.as_ref().map_or("", |proxy| proxy.url.as_str())
+        }
+        Matcher::builder()
+            .http(url(&self.http))
+            .https(url(&self.https))
+            .no(self.no_proxy.list.as_str())
+            .build()
     }
 }
 
 /// An HTTP proxy: where it listens, and the credentials it is sent, if any.
 #[derive(Clone)]
 pub struct Proxy {
-    /// `http://host:port/`, what is dialled.
-    uri: Uri,
+    /// `http://[user:password@]host:port`, user and password percent-encoded so that
+    /// hyper-util's parse reads them back unchanged: what the matcher is given. Never shown.
+    url: String,
     /// `host:port`, for messages.
     authority: Authority,
-    /// `Basic …` of the URL's user and password, marked sensitive.
-    authorization: Option<HeaderValue>,
+    /// Whether the URL had credentials (sent as `Proxy-Authorization: Basic`).
+    credentials: bool,
 }
 
 impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("Proxy");
         s.field("uri", &format_args!("http://{}", self.authority));
-        if self.authorization.is_some() {
+        if self.credentials {
             s.field("credentials", &"[REDACTED]");
         }
         s.finish()
@@ -147,7 +156,8 @@ impl fmt::Display for Proxy {
 
 impl Proxy {
     /// A proxy from its URL: `http://[user:password@]host[:port]` (port 80 when left out);
-    /// a URL without a scheme is taken as `http://`. User and password are percent-decoded.
+    /// a URL without a scheme is taken as `http://`. User and password are percent-decoded
+    /// (as UTF-8: a decoded byte sequence that is not UTF-8 is sent as U+FFFD).
     ///
     /// # Errors
     ///
@@ -191,44 +201,51 @@ impl Proxy {
                 .parse()
                 .map_err(|_| invalid("write http://host:port"))?,
         };
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|_| invalid("write http://host:port"))?;
-        let authorization = match userinfo {
-            None => None,
+        let url = match userinfo {
+            None => format!("http://{authority}"),
             Some(userinfo) => {
                 let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                let credentials = [
-                    percent_decode(user),
-                    b":".to_vec(),
-                    percent_decode(password),
-                ]
-                .concat();
-                let mut value = HeaderValue::try_from(format!("Basic {}", base64(&credentials)))
-                    .map_err(|_| invalid("its credentials cannot be sent"))?;
-                value.set_sensitive(true);
-                Some(value)
+                let (user, password) = (encode_userinfo(user), encode_userinfo(password));
+                format!("http://{user}:{password}@{authority}")
             }
         };
+        // The matcher must read the same proxy: it would take anything else for no proxy.
+        let read = Matcher::builder()
+            .http(url.as_str())
+            .build()
+            .intercept(&Uri::from_static("http://upstream.invalid/"));
+        match read {
+            Some(via)
+                if via.uri().authority() == Some(&authority)
+                    && via.basic_auth().is_some() == userinfo.is_some() => {}
+            _ => return Err(invalid("write http://host:port")),
+        }
         Ok(Proxy {
-            uri,
+            url,
             authority,
-            authorization,
+            credentials: userinfo.is_some(),
         })
     }
+}
 
-    /// The `Proxy-Authorization` value sent to it, if the URL had credentials.
-    pub(crate) fn authorization(&self) -> Option<&HeaderValue> {
-        self.authorization.as_ref()
+/// `text` (a user name or password, percent-encoded or not) with every character that could
+/// end the userinfo or is not allowed in a URL percent-encoded; `%XX` escapes are kept, so
+/// decoding gives what decoding `text` gives.
+fn encode_userinfo(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escape = byte == b'%'
+            && bytes.len() > i + 2
+            && bytes[i + 1].is_ascii_hexdigit()
+            && bytes[i + 2].is_ascii_hexdigit();
+        if escape || byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
     }
-
-    /// `http://host:port/`.
-    pub(crate) fn uri(&self) -> &Uri {
-        &self.uri
-    }
+    out
 }
 
 /// A proxy URL that cannot be used; says which variable held it, never its credentials.
@@ -250,135 +267,78 @@ impl fmt::Display for ProxyError {
 impl std::error::Error for ProxyError {}
 
 /// The hosts reached directly (`NO_PROXY`): `*` (every host), domain names (matching the
-/// domain and its subdomains; a leading dot changes nothing), IP addresses and networks
-/// (`10.0.0.0/8`, `fd00::/8`). Ports are not part of an entry.
+/// domain and its subdomains; a leading dot changes nothing, nor does a trailing dot on the
+/// host), IP addresses and networks (`10.0.0.0/8`, `fd00::/8`, `[::1]`). Ports are not part
+/// of an entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NoProxy {
-    all: bool,
-    domains: Vec<String>,
-    networks: Vec<(IpAddr, u8)>,
+    /// The entries as hyper-util's matcher reads them (see [`NoProxy::parse`]).
+    list: String,
 }
 
 impl NoProxy {
     /// A comma-separated list, as `NO_PROXY` holds it; entries that are neither addresses nor
     /// networks are domain names.
     pub fn parse(list: &str) -> NoProxy {
-        let mut no_proxy = NoProxy::default();
+        // Written out for hyper-util's matcher, whose `*` matches names only, which reads
+        // addresses without brackets, and whose `example.com` does not match `example.com.`.
+        let mut entries: Vec<String> = Vec::new();
         for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             if entry == "*" {
-                no_proxy.all = true;
-            } else if let Some(network) = parse_network(entry) {
-                no_proxy.networks.push(network);
-            } else {
-                let domain = entry.trim_start_matches('.').to_ascii_lowercase();
-                if !domain.is_empty() {
-                    no_proxy.domains.push(domain);
-                }
+                entries.extend(["*", "0.0.0.0/0", "::/0"].map(String::from));
+                continue;
             }
+            let unbracketed = entry
+                .strip_prefix('[')
+                .and_then(|rest| rest.split_once(']'))
+                .filter(|(address, _)| address.parse::<IpAddr>().is_ok())
+                .map(|(address, bits)| format!("{address}{bits}"));
+            let entry = unbracketed.as_deref().unwrap_or(entry);
+            let address = entry.split_once('/').map_or(entry, |(address, _)| address);
+            if address.parse::<IpAddr>().is_ok() {
+                entries.push(entry.to_string());
+                continue;
+            }
+            let domain = entry.trim_start_matches('.').to_ascii_lowercase();
+            if domain.is_empty() {
+                continue;
+            }
+            if !domain.ends_with('.') {
+                entries.push(format!("{domain}."));
+            }
+            entries.push(domain);
         }
-        no_proxy
+        NoProxy {
+            list: entries.join(","),
+        }
     }
 
     /// Whether `host` (a name, or an address, IPv6 in brackets or not) is reached directly.
     pub fn matches(&self, host: &str) -> bool {
-        if self.all {
-            return true;
-        }
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(address) = bare.parse::<IpAddr>() {
-            return self
-                .networks
-                .iter()
-                .any(|&(network, bits)| in_network(address, network, bits));
-        }
-        let host = host.trim_end_matches('.');
-        self.domains.iter().any(|domain| {
-            host.len() >= domain.len()
-                && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
-                && (host.len() == domain.len()
-                    || host.as_bytes()[host.len() - domain.len() - 1] == b'.')
-        })
-    }
-}
-
-/// `10.1.2.3`, `10.0.0.0/8`, `::1`, `fd00::/8`.
-fn parse_network(entry: &str) -> Option<(IpAddr, u8)> {
-    let (address, bits) = match entry.split_once('/') {
-        Some((address, bits)) => (address, Some(bits.parse::<u8>().ok()?)),
-        None => (entry, None),
-    };
-    let address: IpAddr = address
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()?;
-    let max = if address.is_ipv4() { 32 } else { 128 };
-    let bits = bits.unwrap_or(max);
-    (bits <= max).then_some((address, bits))
-}
-
-fn in_network(address: IpAddr, network: IpAddr, bits: u8) -> bool {
-    let prefix = |a: u128, b: u128, width: u32| {
-        let shift = width - u32::from(bits);
-        shift >= width || (a >> shift) == (b >> shift)
-    };
-    match (address, network) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => prefix(u32::from(a).into(), u32::from(n).into(), 32),
-        (IpAddr::V6(a), IpAddr::V6(n)) => prefix(u128::from(a), u128::from(n), 128),
-        _ => false,
-    }
-}
-
-fn percent_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(high), Some(low)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push((high * 16 + low) as u8);
-            i += 3;
+        let matcher = Matcher::builder()
+            .all("http://proxy.invalid")
+            .no(self.list.as_str())
+            .build();
+        let uri = if host.contains(':') && !host.starts_with('[') {
+            format!("http://[{host}]/")
         } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+            format!("http://{host}/")
+        };
+        uri.parse::<Uri>()
+            .is_ok_and(|uri| matcher.intercept(&uri).is_none())
     }
-    out
-}
-
-/// Standard base64 with padding (RFC 4648), for `Basic` credentials.
-pub(crate) fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for group in bytes.chunks(3) {
-        let n = group
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// What the TLS connector wraps: a TCP connection to the upstream, or, for an `https://`
-/// upstream with a proxy, to the proxy with a `CONNECT` tunnel to the upstream opened on it.
-/// (`http://` upstreams with a proxy are dialled at the proxy by their pool.)
+/// upstream with a proxy, to the proxy with a `CONNECT` tunnel to the upstream opened on it
+/// (hyper-util's [`Tunnel`]). `http://` upstreams with a proxy are dialled at the proxy by
+/// their pool.
 #[derive(Clone)]
 pub(crate) struct Connector {
     pub(crate) tcp: HttpConnector,
-    pub(crate) proxies: Arc<Proxies>,
-    /// Bounds the tunnel's handshake (the TCP connect has its own bound).
+    pub(crate) matcher: Arc<Matcher>,
+    /// The TCP connect has this bound; the proxy's connection and its tunnel together, twice
+    /// this.
     pub(crate) connect_timeout: Duration,
 }
 
@@ -394,122 +354,118 @@ impl Service<Uri> for Connector {
     }
 
     fn call(&mut self, upstream: Uri) -> Connecting {
-        let proxy = match (upstream.scheme(), upstream.host()) {
-            (Some(scheme), Some(host)) if *scheme == Scheme::HTTPS => {
-                self.proxies.for_origin(scheme, host).cloned()
-            }
-            _ => None,
+        let via = if upstream.scheme() == Some(&Scheme::HTTPS) {
+            self.matcher.intercept(&upstream)
+        } else {
+            None
         };
-        let Some(proxy) = proxy else {
+        let Some(via) = via else {
             let connecting = self.tcp.call(upstream);
             return Box::pin(async move { connecting.await.map_err(Into::into) });
         };
-        let connecting = self.tcp.call(proxy.uri().clone());
-        let timeout = self.connect_timeout;
+        let mut tunnel = Tunnel::new(via.uri().clone(), ToProxy(self.tcp.clone()));
+        if let Some(authorization) = via.basic_auth() {
+            tunnel = tunnel.with_auth(authorization.clone());
+        }
+        let tunnelling = tunnel.call(upstream);
+        let limit = self.connect_timeout.saturating_mul(2);
         Box::pin(async move {
-            let mut io = connecting
-                .await
-                .map_err(|err| TunnelError::Connect(err.into()))?;
-            let target = format!(
-                "{}:{}",
-                upstream.host().unwrap_or_default(),
-                upstream.port_u16().unwrap_or(443)
-            );
-            tokio::time::timeout(timeout, open_tunnel(io.inner_mut(), &target, &proxy))
-                .await
-                .map_err(|_| TunnelError::TimedOut)??;
-            Ok(io)
+            match tokio::time::timeout(limit, tunnelling).await {
+                Ok(Ok(io)) => Ok(io),
+                Ok(Err(err)) => Err(TunnelError::from_hyper(err.into()).into()),
+                Err(_) => Err(TunnelError::TimedOut.into()),
+            }
         })
     }
 }
 
-/// Asks the proxy on `stream` for a tunnel to `target` (`host:port`) and reads its answer.
-async fn open_tunnel(stream: &mut TcpStream, target: &str, proxy: &Proxy) -> Result<(), BoxError> {
-    let mut head = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n").into_bytes();
-    if let Some(authorization) = proxy.authorization() {
-        head.extend_from_slice(b"Proxy-Authorization: ");
-        head.extend_from_slice(authorization.as_bytes());
-        head.extend_from_slice(b"\r\n");
+/// The TCP connector under a tunnel. It marks its errors ([`Unreachable`]), so that a proxy
+/// that cannot be reached is told apart from one that would not open the tunnel (hyper-util's
+/// error type cannot be named).
+#[derive(Clone)]
+struct ToProxy(HttpConnector);
+
+impl Service<Uri> for ToProxy {
+    type Response = TokioIo<TcpStream>;
+    type Error = Unreachable;
+    type Future = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, Unreachable>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Unreachable>> {
+        self.0.poll_ready(cx).map_err(|err| Unreachable(err.into()))
     }
-    head.extend_from_slice(b"\r\n");
-    stream.write_all(&head).await?;
-    // The answer's head; nothing follows it until the TLS handshake starts.
-    const MAX_HEAD: usize = 8 * 1024;
-    let mut answer = Vec::with_capacity(512);
-    let end = loop {
-        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        if answer.len() > MAX_HEAD {
-            return Err(TunnelError::Malformed.into());
-        }
-        let mut chunk = [0u8; 1024];
-        match stream.read(&mut chunk).await? {
-            0 => return Err(TunnelError::Closed.into()),
-            n => answer.extend_from_slice(&chunk[..n]),
-        }
-    };
-    let status_line = answer
-        .split(|&b| b == b'\r')
-        .next()
-        .and_then(|line| std::str::from_utf8(line).ok())
-        .ok_or(TunnelError::Malformed)?;
-    let mut parts = status_line.splitn(3, ' ');
-    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
-        return Err(TunnelError::Malformed.into());
-    };
-    let code: u16 = code.parse().map_err(|_| TunnelError::Malformed)?;
-    if !version.starts_with("HTTP/1.") {
-        return Err(TunnelError::Malformed.into());
+
+    fn call(&mut self, proxy: Uri) -> Self::Future {
+        let connecting = self.0.call(proxy);
+        Box::pin(async move { connecting.await.map_err(|err| Unreachable(err.into())) })
     }
-    if !(200..300).contains(&code) {
-        let reason = parts.next().unwrap_or("").chars().take(100).collect();
-        return Err(TunnelError::Refused(code, reason).into());
-    }
-    if end != answer.len() {
-        return Err(TunnelError::Malformed.into());
-    }
-    Ok(())
 }
 
-/// Why a tunnel through the outbound proxy was not opened. Names neither the proxy nor its
-/// credentials: the message reaches API clients.
+/// The proxy's TCP connection failed; shows the connector's error as its own.
+#[derive(Debug)]
+struct Unreachable(BoxError);
+
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Unreachable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Why a tunnel through the outbound proxy was not opened, with hyper-util's error as the
+/// source. Names neither the proxy nor its credentials (hyper-util's errors do not either):
+/// the message reaches API clients.
 #[derive(Debug)]
 enum TunnelError {
-    Connect(BoxError),
-    Refused(u16, String),
-    Closed,
-    Malformed,
+    /// The proxy's TCP connection failed.
+    Unreachable(BoxError),
+    /// The proxy answered the `CONNECT` with something else than a tunnel, or broke off.
+    NotOpened(BoxError),
     TimedOut,
+}
+
+impl TunnelError {
+    fn from_hyper(err: BoxError) -> TunnelError {
+        if err
+            .source()
+            .is_some_and(|source| source.is::<Unreachable>())
+        {
+            TunnelError::Unreachable(err)
+        } else {
+            TunnelError::NotOpened(err)
+        }
+    }
 }
 
 impl fmt::Display for TunnelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TunnelError::Connect(_) => f.write_str("the outbound proxy could not be reached"),
-            TunnelError::Refused(code, reason) => {
-                write!(f, "the outbound proxy refused the tunnel: {code} {reason}")
-            }
-            TunnelError::Closed => f.write_str("the outbound proxy closed the connection"),
-            TunnelError::Malformed => f.write_str("the outbound proxy's answer is not HTTP/1.1"),
-            TunnelError::TimedOut => {
-                f.write_str("the outbound proxy did not open the tunnel in time")
-            }
-        }
+        f.write_str(match self {
+            TunnelError::Unreachable(_) => "the outbound proxy could not be reached",
+            TunnelError::NotOpened(_) => "the outbound proxy did not open the tunnel",
+            TunnelError::TimedOut => "the outbound proxy did not open the tunnel in time",
+        })
     }
 }
 
 impl std::error::Error for TunnelError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            TunnelError::Connect(err) => Some(err.as_ref()),
-            _ => None,
+            // Past hyper-util's "failed to create underlying connection": the TCP error.
+            TunnelError::Unreachable(err) => err.source(),
+            TunnelError::NotOpened(err) => Some(err.as_ref()),
+            TunnelError::TimedOut => None,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     fn env(vars: &[(&str, &str)]) -> Result<Proxies, ProxyError> {
@@ -520,44 +476,58 @@ mod tests {
         Proxies::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
     }
 
+    /// What the matcher makes of `proxy`: the URI it dials and the `Proxy-Authorization`.
+    fn read(proxy: &Proxy) -> (String, Option<http::HeaderValue>) {
+        let proxies = Proxies {
+            http: Some(proxy.clone()),
+            ..Proxies::default()
+        };
+        let via = proxies
+            .matcher()
+            .intercept(&Uri::from_static("http://upstream/"))
+            .unwrap();
+        (via.uri().to_string(), via.basic_auth().cloned())
+    }
+
     #[test]
     fn basic_credentials_are_base64_of_user_colon_password() {
         // RFC 7617's example.
-        assert_eq!(
-            base64(b"Aladdin:open sesame"),
-            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
-        );
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
         let proxy = Proxy::parse("http://Aladdin:open%20sesame@proxy:3128").unwrap();
-        assert_eq!(
-            proxy.authorization().unwrap(),
-            "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
-        );
-        assert!(proxy.authorization().unwrap().is_sensitive());
-        assert_eq!(proxy.uri(), "http://proxy:3128/");
+        let (uri, authorization) = read(&proxy);
+        let authorization = authorization.unwrap();
+        assert_eq!(authorization, "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert!(authorization.is_sensitive());
+        assert_eq!(uri, "http://proxy:3128/");
+        // What would end the userinfo early, or is not allowed in a URL, still arrives.
+        for (url, credentials) in [
+            ("http://me:p@ss@proxy:1", "me:p@ss"),
+            ("http://me:a/b?c#d@proxy:1", "me:a/b?c#d"),
+            ("http://me:a:b@proxy:1", "me:a:b"),
+            ("http://m%65:50%@proxy:1", "me:50%"),
+            ("http://me:%zz é\"[]@proxy:1", "me:%zz é\"[]"),
+            ("http://me@proxy:1", "me:"),
+            ("http://!$&'()*+,;=~-._:x@proxy:1", "!$&'()*+,;=~-._:x"),
+        ] {
+            let proxy = Proxy::parse(url).unwrap();
+            let (uri, authorization) = read(&proxy);
+            assert_eq!(uri, "http://proxy:1/", "{url}");
+            let expected = format!(
+                "Basic {}",
+                base64::prelude::BASE64_STANDARD.encode(credentials)
+            );
+            assert_eq!(authorization.unwrap(), expected.as_str(), "{url}");
+        }
     }
 
     #[test]
     fn proxy_urls_default_to_http_and_port_80() {
-        assert_eq!(
-            Proxy::parse("proxy.corp").unwrap().uri(),
-            "http://proxy.corp:80/"
-        );
-        assert_eq!(
-            Proxy::parse("proxy:8080/").unwrap().uri(),
-            "http://proxy:8080/"
-        );
-        assert_eq!(
-            Proxy::parse("HTTP://[::1]:3128").unwrap().uri(),
-            "http://[::1]:3128/"
-        );
+        let uri = |url| read(&Proxy::parse(url).unwrap()).0;
+        assert_eq!(uri("proxy.corp"), "http://proxy.corp:80/");
+        assert_eq!(uri("proxy:8080/"), "http://proxy:8080/");
+        assert_eq!(uri("HTTP://[::1]:3128"), "http://[::1]:3128/");
         assert!(
-            Proxy::parse("http://proxy:3128")
-                .unwrap()
-                .authorization()
+            read(&Proxy::parse("http://proxy:3128").unwrap())
+                .1
                 .is_none()
         );
     }
@@ -592,15 +562,23 @@ mod tests {
             !debug.contains("hunter22") && !debug.contains("user"),
             "{debug}"
         );
+        let matcher = format!("{:?}", proxies.matcher());
+        assert!(!matcher.contains("hunter22"), "{matcher}");
+    }
+
+    /// The proxy `proxies` sends `url` to, as the connector and the pool ask for it.
+    fn via(proxies: &Proxies, url: &'static str) -> Option<String> {
+        proxies
+            .matcher()
+            .intercept(&Uri::from_static(url))
+            .map(|via| via.uri().to_string())
     }
 
     #[test]
     fn the_environment_names_a_proxy_per_scheme() {
-        let https = Scheme::HTTPS;
-        let http = Scheme::HTTP;
         let none = env(&[]).unwrap();
         assert!(none.is_empty());
-        assert!(none.for_origin(&https, "api.openai.com").is_none());
+        assert!(via(&none, "https://api.openai.com/").is_none());
 
         let proxies = env(&[
             ("HTTPS_PROXY", "http://secure:1"),
@@ -608,14 +586,13 @@ mod tests {
             ("ALL_PROXY", "http://all:3"),
         ])
         .unwrap();
-        let via = |scheme, host| proxies.for_origin(scheme, host).map(ToString::to_string);
         assert_eq!(
-            via(&https, "api.openai.com").as_deref(),
-            Some("http://secure:1")
+            via(&proxies, "https://api.openai.com/v1").as_deref(),
+            Some("http://secure:1/")
         );
         assert_eq!(
-            via(&http, "api.openai.com").as_deref(),
-            Some("http://plain:2")
+            via(&proxies, "http://api.openai.com/v1").as_deref(),
+            Some("http://plain:2/")
         );
 
         // ALL_PROXY fills in; lower case wins; empty is unset.
@@ -626,9 +603,11 @@ mod tests {
             ("http_proxy", " "),
         ])
         .unwrap();
-        let via = |scheme, host| proxies.for_origin(scheme, host).map(ToString::to_string);
-        assert_eq!(via(&https, "x").as_deref(), Some("http://lower:4"));
-        assert_eq!(via(&http, "x").as_deref(), Some("http://all:3"));
+        assert_eq!(
+            via(&proxies, "https://x/").as_deref(),
+            Some("http://lower:4/")
+        );
+        assert_eq!(via(&proxies, "http://x/").as_deref(), Some("http://all:3/"));
     }
 
     #[test]
@@ -643,6 +622,7 @@ mod tests {
             "example.com",
             "a.b.EXAMPLE.com",
             "example.com.",
+            "a.example.com.",
             "10.200.3.4",
             "192.168.1.7",
             "[fd12::1]",
@@ -653,6 +633,7 @@ mod tests {
         }
         for host in [
             "notexample.com",
+            "notexample.com.",
             "example.com.evil",
             "localhost.evil",
             "11.0.0.1",
@@ -665,20 +646,89 @@ mod tests {
                 "{host} should go through the proxy"
             );
         }
-        assert!(NoProxy::parse("*").matches("anything.at.all"));
+        for host in ["anything.at.all", "127.0.0.1", "[::1]", "fe80::1"] {
+            assert!(NoProxy::parse("*").matches(host), "{host}");
+        }
         assert!(!NoProxy::parse("").matches("localhost"));
         assert!(NoProxy::parse("0.0.0.0/0").matches("8.8.8.8"));
+        assert!(NoProxy::parse("10.1.2.3/8").matches("10.9.9.9"));
+        assert!(!NoProxy::parse("10.0.0.0/33").matches("10.1.1.1"));
+        let brackets = NoProxy::parse("[::1], [fd00::]/8");
+        assert!(brackets.matches("[::1]") && brackets.matches("fd00::7"));
+        assert!(!brackets.matches("[::2]"));
 
         let proxies = env(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "openai.com")]).unwrap();
+        assert!(via(&proxies, "https://api.openai.com/").is_none());
+        assert!(via(&proxies, "https://api.openai.com./").is_none());
+        assert!(via(&proxies, "https://api.anthropic.com/").is_some());
+    }
+
+    /// Connects to `https://upstream.invalid/` through an HTTPS proxy at `proxy`; the error's
+    /// chain.
+    async fn tunnel_error(proxy: &str) -> String {
+        let proxies = Proxies {
+            https: Some(Proxy::parse(&format!("http://me:hunter22@{proxy}")).unwrap()),
+            ..Proxies::default()
+        };
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        let mut connector = Connector {
+            tcp,
+            matcher: Arc::new(proxies.matcher()),
+            connect_timeout: Duration::from_millis(100),
+        };
+        let Err(err) = connector
+            .call(Uri::from_static("https://upstream.invalid/"))
+            .await
+        else {
+            panic!("a tunnel through {proxy}");
+        };
+        let mut text = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            text = format!("{text}: {cause}");
+            source = cause.source();
+        }
         assert!(
-            proxies
-                .for_origin(&Scheme::HTTPS, "api.openai.com")
-                .is_none()
+            !text.contains("hunter22") && !text.contains(proxy),
+            "{text}"
         );
+        text
+    }
+
+    #[tokio::test]
+    async fn tunnel_errors_say_what_failed_without_the_proxy_or_its_credentials() {
+        // Nothing listens.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let err = tunnel_error(&closed).await;
         assert!(
-            proxies
-                .for_origin(&Scheme::HTTPS, "api.anthropic.com")
-                .is_some()
+            err.starts_with("the outbound proxy could not be reached: tcp connect error"),
+            "{err}"
         );
+
+        // A proxy that accepts and says nothing: the tunnel has twice the connect timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = silent.local_addr().unwrap().to_string();
+        let err = tunnel_error(&address).await;
+        assert_eq!(err, "the outbound proxy did not open the tunnel in time");
+
+        // A proxy that answers something else than 200.
+        let refusing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = refusing.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut socket, _) = refusing.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = socket.read(&mut head).await;
+            let _ = socket.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n").await;
+        });
+        let err = tunnel_error(&address).await;
+        assert_eq!(
+            err,
+            "the outbound proxy did not open the tunnel: tunnel error: unsuccessful"
+        );
+        drop(silent);
     }
 }

@@ -246,7 +246,7 @@ async fn a_proxy_refusing_the_tunnel_is_a_connect_error_without_the_credentials(
     let provider_error = sllmp_providers::transport_error("openai", err);
     assert_eq!(
         provider_error.message(),
-        "openai could not be reached: connection failed: the outbound proxy refused the tunnel: 407 Proxy Authentication Required"
+        "openai could not be reached: connection failed: the outbound proxy did not open the tunnel: tunnel error: proxy authorization required"
     );
     assert!(seen.requests.lock().unwrap().is_empty());
 }
