@@ -11,6 +11,14 @@ use sllmp_core::{Operation, ProviderRegistry, Request, Route, Usage};
 
 use crate::policy::{RetryPolicy, Timeouts};
 
+/// Prices a request's usage: what [`Ctx::cost_nanos`] asks. The limits middleware sets
+/// one (from its price table) so that every completion hook sees the same cost.
+pub trait Pricer: Send + Sync + 'static {
+    /// The cost of `usage` at `route`, in nano-USD (1e-9 USD); `None` when the price is not
+    /// known.
+    fn cost_nanos(&self, route: &Route, usage: &Usage) -> Option<u64>;
+}
+
 /// The per-request context every hook receives.
 ///
 /// It carries the request id, the operation and what the client asked for (model, stream,
@@ -27,6 +35,7 @@ pub struct Ctx {
     stream_usage: bool,
     headers: HeaderMap,
     upstream_headers: HeaderMap,
+    pub(crate) response_headers: HeaderMap,
     providers: Arc<ProviderRegistry>,
     feature: Option<String>,
     extensions: Extensions,
@@ -38,6 +47,7 @@ pub struct Ctx {
     timeouts: Timeouts,
     record_stream: bool,
     pub(crate) recorded: Vec<Bytes>,
+    pricer: Option<Arc<dyn Pricer>>,
     pub(crate) attempt: u32,
     pub(crate) target: Option<Route>,
     pub(crate) fallback_index: usize,
@@ -64,6 +74,7 @@ impl Ctx {
             stream_usage: request.wants_stream_usage(),
             headers: HeaderMap::new(),
             upstream_headers: HeaderMap::new(),
+            response_headers: HeaderMap::new(),
             providers,
             feature: None,
             extensions: Extensions::new(),
@@ -73,6 +84,7 @@ impl Ctx {
             timeouts: Timeouts::default(),
             record_stream: false,
             recorded: Vec::new(),
+            pricer: None,
             attempt: 0,
             target: None,
             fallback_index: 0,
@@ -141,6 +153,13 @@ impl Ctx {
     /// attempt, or in `on_attempt` for this one and the next.
     pub fn upstream_headers_mut(&mut self) -> &mut HeaderMap {
         &mut self.upstream_headers
+    }
+
+    /// Headers for the client's response, success or error (`x-ratelimit-*`, a cache's
+    /// `x-sllmp-cache`). Set them before the answer leaves: in `on_request`, `on_attempt`,
+    /// `on_response` or `on_error`, not in `on_complete`.
+    pub fn response_headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.response_headers
     }
 
     /// The providers this request may be sent to.
@@ -289,6 +308,22 @@ impl Ctx {
     /// Whether [`Ctx::usage`] is an estimate rather than the provider's report.
     pub fn usage_is_estimated(&self) -> bool {
         self.usage_estimated
+    }
+
+    /// Sets how [`Ctx::cost_nanos`] prices the usage.
+    pub fn set_pricer(&mut self, pricer: Arc<dyn Pricer>) {
+        self.pricer = Some(pricer);
+    }
+
+    /// What the request cost, in nano-USD (1e-9 USD): 0 when a middleware answered it and
+    /// no provider was called; the usage priced at the target otherwise. `None` without a
+    /// [`Pricer`], without usage, or when the price is unknown.
+    pub fn cost_nanos(&self) -> Option<u64> {
+        if self.short_circuited && self.attempt == 0 {
+            return Some(0);
+        }
+        let (route, usage) = (self.target.as_ref()?, self.usage.as_ref()?);
+        self.pricer.as_ref()?.cost_nanos(route, usage)
     }
 }
 

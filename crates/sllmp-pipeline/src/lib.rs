@@ -48,7 +48,7 @@ mod tracker;
 pub use async_trait::async_trait;
 pub use attempt::AttemptRequest;
 pub use builtin::{Fallbacks, Retry, SetTimeouts, Validation};
-pub use ctx::Ctx;
+pub use ctx::{Ctx, Pricer};
 pub use hooks::Hooks;
 pub use middleware::{ErrorAction, Flow, HookSet, Middleware, Outcome, ResponseView, RetryWindow};
 pub use pipeline::{

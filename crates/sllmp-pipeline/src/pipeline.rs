@@ -209,6 +209,8 @@ impl Pipeline {
 pub struct Reply {
     /// The provider and model that answered (the server's `x-sllmp-model`).
     pub route: Option<Route>,
+    /// Headers middleware set for the client's response ([`Ctx::response_headers_mut`]).
+    pub headers: http::HeaderMap,
     /// The answer, or the error for the client.
     pub result: Result<Output, Error>,
 }
@@ -327,6 +329,7 @@ impl Future for Running {
             RunningInner::Spawned(head_rx) => Pin::new(head_rx).poll(cx).map(|reply| {
                 reply.unwrap_or_else(|_| Reply {
                     route: None,
+                    headers: http::HeaderMap::new(),
                     result: Err(Error::internal(
                         "the request pipeline stopped without an answer",
                     )),
@@ -432,9 +435,10 @@ impl Driver {
             .map_or_else(AbortSignal::none, Token::abort_signal)
     }
 
-    fn reply(&self, result: Result<Output, Error>) -> Reply {
+    fn reply(&mut self, result: Result<Output, Error>) -> Reply {
         Reply {
             route: self.ctx.target.clone(),
+            headers: std::mem::take(&mut self.ctx.response_headers),
             result,
         }
     }

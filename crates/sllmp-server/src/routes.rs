@@ -83,7 +83,11 @@ async fn operation(
     // Validation always runs first, before any middleware of the user's.
     pipeline.add(Validation);
     app.factory.build(&mut pipeline);
-    let Reply { route, result } = pipeline.start(req).await;
+    let Reply {
+        route,
+        headers,
+        result,
+    } = pipeline.start(req).await;
     let mut response = match result {
         Ok(Output::Complete(answer)) => json_response(answer.to_json()),
         Ok(Output::Stream(stream)) => sse_response(stream, request_id),
@@ -91,6 +95,9 @@ async fn operation(
     };
     if let Some(route) = route {
         set_model_header(&mut response, &route);
+    }
+    if !headers.is_empty() {
+        response.headers_mut().extend(headers);
     }
     response
 }
