@@ -45,6 +45,14 @@ pub trait Provider: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether this provider ends a non-streamed call by [`Call::deadline`] and bounds its
+    /// response head by [`Call::first_token`] itself. When it does not (the default, always
+    /// correct), the pipeline wraps the call in a timer of its own; one that does saves that
+    /// timer on every request.
+    fn enforces_deadlines(&self) -> bool {
+        false
+    }
+
     /// A non-streamed completion. A provider that received OpenAI's JSON returns
     /// [`Completion::from_json`], so that the client gets those bytes as they came while no
     /// middleware changes the answer; a translating provider returns its

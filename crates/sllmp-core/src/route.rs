@@ -24,45 +24,65 @@ use std::sync::Arc;
 /// [`Ctx::set_route`]: https://docs.rs/sllmp-pipeline
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Route {
-    provider: Arc<str>,
-    model: Arc<str>,
+    /// `provider:model`, one allocation (a route is made per request).
+    text: Arc<str>,
+    /// Where the provider ends (the `:`).
+    split: usize,
 }
 
 impl Route {
     /// A route to `model` at `provider`.
-    pub fn new(provider: impl Into<Arc<str>>, model: impl Into<Arc<str>>) -> Route {
+    pub fn new(provider: impl AsRef<str>, model: impl AsRef<str>) -> Route {
+        let (provider, model) = (provider.as_ref(), model.as_ref());
+        let mut text = String::with_capacity(provider.len() + 1 + model.len());
+        text.push_str(provider);
+        text.push(':');
+        text.push_str(model);
         Route {
-            provider: provider.into(),
-            model: model.into(),
+            text: text.into(),
+            split: provider.len(),
         }
     }
 
     /// Splits `provider:model` at the first `:` (or, when there is none, `provider/model` at
     /// the first `/`). `None` when there is no separator, or nothing on either side of it.
     pub fn parse(text: &str) -> Option<Route> {
-        let (provider, model) = text.split_once(':').or_else(|| text.split_once('/'))?;
-        (!provider.is_empty() && !model.is_empty()).then(|| Route::new(provider, model))
+        match text.find(':') {
+            Some(at) => (at > 0 && at + 1 < text.len()).then(|| Route {
+                text: text.into(),
+                split: at,
+            }),
+            None => {
+                let (provider, model) = text.split_once('/')?;
+                (!provider.is_empty() && !model.is_empty()).then(|| Route::new(provider, model))
+            }
+        }
     }
 
     /// The provider name, as addressed.
     pub fn provider(&self) -> &str {
-        &self.provider
+        &self.text[..self.split]
     }
 
     /// The model, as the provider names it.
     pub fn model(&self) -> &str {
-        &self.model
+        &self.text[self.split + 1..]
+    }
+
+    /// `provider:model`.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 }
 
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.provider, self.model)
+        f.write_str(&self.text)
     }
 }
 
 impl fmt::Debug for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Route({self})")
+        write!(f, "Route({})", self.text)
     }
 }

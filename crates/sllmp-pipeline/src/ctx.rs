@@ -34,8 +34,9 @@ pub struct Ctx {
     stream: bool,
     stream_usage: bool,
     headers: HeaderMap,
-    upstream_headers: HeaderMap,
-    pub(crate) response_headers: HeaderMap,
+    /// Boxed when set: most requests add none, and the context is moved a few times.
+    upstream_headers: Option<Box<HeaderMap>>,
+    pub(crate) response_headers: Option<Box<HeaderMap>>,
     providers: Arc<ProviderRegistry>,
     feature: Option<String>,
     extensions: Extensions,
@@ -73,8 +74,8 @@ impl Ctx {
             stream: request.is_stream(),
             stream_usage: request.wants_stream_usage(),
             headers: HeaderMap::new(),
-            upstream_headers: HeaderMap::new(),
-            response_headers: HeaderMap::new(),
+            upstream_headers: None,
+            response_headers: None,
             providers,
             feature: None,
             extensions: Extensions::new(),
@@ -146,20 +147,21 @@ impl Ctx {
     /// Headers added to every provider call of this request (W3C `traceparent`, an alias's
     /// own headers).
     pub fn upstream_headers(&self) -> &HeaderMap {
-        &self.upstream_headers
+        static NONE: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+        self.upstream_headers.as_deref().unwrap_or(&NONE)
     }
 
     /// The headers added to provider calls, mutably. Set in `on_request` for every
     /// attempt, or in `on_attempt` for this one and the next.
     pub fn upstream_headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.upstream_headers
+        self.upstream_headers.get_or_insert_default()
     }
 
     /// Headers for the client's response, success or error (`x-ratelimit-*`, a cache's
     /// `x-sllmp-cache`). Set them before the answer leaves: in `on_request`, `on_attempt`,
     /// `on_response` or `on_error`, not in `on_complete`.
     pub fn response_headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.response_headers
+        self.response_headers.get_or_insert_default()
     }
 
     /// The providers this request may be sent to.

@@ -438,7 +438,11 @@ impl Driver {
     fn reply(&mut self, result: Result<Output, Error>) -> Reply {
         Reply {
             route: self.ctx.target.clone(),
-            headers: std::mem::take(&mut self.ctx.response_headers),
+            headers: self
+                .ctx
+                .response_headers
+                .take()
+                .map_or_else(http::HeaderMap::new, |headers| *headers),
             result,
         }
     }
@@ -822,12 +826,16 @@ impl Driver {
                 let mut routed = embeddings.clone();
                 routed.model = route.model().to_string();
                 routed.metadata = None;
-                within(&call, "an answer", timeouts.total, async {
+                let embed = async {
                     guard(provider.name(), provider.embeddings(&call, &routed))
                         .await?
                         .map(|answer| Answer::Complete(Response::Embeddings(answer)))
-                })
-                .await
+                };
+                if provider.enforces_deadlines() {
+                    embed.await
+                } else {
+                    within(&call, "an answer", timeouts.total, embed).await
+                }
             }
         };
         let now = Instant::now();
@@ -1051,6 +1059,10 @@ async fn call_chat(
             })
         })
         .await
+    } else if provider.enforces_deadlines() {
+        Ok(Answer::Complete(Response::Chat(
+            guard(name, provider.chat(call, req)).await??,
+        )))
     } else {
         let total = deadline.saturating_duration_since(Instant::now());
         within(call, "an answer", total, async {

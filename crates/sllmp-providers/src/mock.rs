@@ -88,6 +88,10 @@ impl Provider for Mock {
         vec!["echo".to_string()]
     }
 
+    fn enforces_deadlines(&self) -> bool {
+        true // it answers at once
+    }
+
     async fn chat(&self, _call: &Call<'_>, req: &UpstreamRequest<'_>) -> Result<Completion, Error> {
         Ok(self.answer(req).into())
     }

@@ -211,14 +211,16 @@ impl OpenAi {
         for (name, value) in call.headers {
             headers.insert(name, value.clone());
         }
+        // One clock read for both limits.
+        let left = call.remaining();
         let limits = Limits {
             connect: call.connect_timeout,
-            head: call.head_timeout(),
+            head: match (call.first_token, left) {
+                (Some(first), Some(left)) => Some(first.min(left)),
+                (first, left) => first.or(left),
+            },
             // A stream's length is bounded by the pipeline, chunk by chunk.
-            total: (!stream).then(|| {
-                call.remaining()
-                    .map_or(self.timeout, |left| left.min(self.timeout))
-            }),
+            total: (!stream).then(|| left.map_or(self.timeout, |left| left.min(self.timeout))),
         };
         let response = endpoint
             .post_with(headers, body, limits)
@@ -272,6 +274,10 @@ impl OpenAi {
 impl Provider for OpenAi {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn enforces_deadlines(&self) -> bool {
+        true // the head by `head_timeout`, the body by the deadline (`send`)
     }
 
     async fn chat(&self, call: &Call<'_>, req: &UpstreamRequest<'_>) -> Result<Completion, Error> {

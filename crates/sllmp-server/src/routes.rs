@@ -104,7 +104,7 @@ async fn operation(
 
 /// `x-sllmp-model: provider:model`: the target that answered (or last failed).
 fn set_model_header(response: &mut Response, route: &Route) {
-    if let Ok(value) = HeaderValue::from_str(&route.to_string()) {
+    if let Ok(value) = HeaderValue::from_str(route.as_str()) {
         response.headers_mut().insert(X_SLLMP_MODEL, value);
     }
 }
