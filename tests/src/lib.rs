@@ -94,16 +94,11 @@ impl TestServer {
 
     /// Serves the gateway a YAML configuration describes, with `env` as the environment.
     pub async fn from_yaml(yaml: &str, env: &[(&str, &str)]) -> TestServer {
-        let lookup = |name: &str| {
-            env.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        };
-        let config = Config::from_yaml_with_env(yaml, "test.yaml", &lookup)
-            .unwrap_or_else(|e| panic!("test config: {e}"));
-        let gateway =
-            Gateway::build_with_env(config, &http_client(&HttpSettings::direct()), &lookup)
-                .unwrap_or_else(|e| panic!("test gateway: {e}"));
+        TestServer::from_gateway(gateway_from_yaml(yaml, env)).await
+    }
+
+    /// Serves `gateway` (keep a clone to look at its limit counters).
+    pub async fn from_gateway(gateway: Gateway) -> TestServer {
         TestServer::start(Server::from_gateway(gateway)).await
     }
 
@@ -157,6 +152,20 @@ impl TestServer {
             .expect("the server answers");
         answer(response).await
     }
+}
+
+/// The gateway a YAML configuration describes, with `env` as the environment; panics on a
+/// bad configuration.
+pub fn gateway_from_yaml(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+    let lookup = |name: &str| {
+        env.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    let config = Config::from_yaml_with_env(yaml, "test.yaml", &lookup)
+        .unwrap_or_else(|e| panic!("test config: {e}"));
+    Gateway::build_with_env(config, &http_client(&HttpSettings::direct()), &lookup)
+        .unwrap_or_else(|e| panic!("test gateway: {e}"))
 }
 
 async fn answer(response: reqwest::Response) -> Answer {

@@ -160,14 +160,3 @@ fn a_bad_provider_option_names_the_file_and_key() {
         "gateway.yaml: features.default.providers.my-openai: api_version: unknown option for an openai provider; known options: api_base, organization, project, headers, timeout; fix or remove this option"
     );
 }
-
-#[test]
-fn limits_are_refused_rather_than_silently_ignored() {
-    let yaml = "defaults:\n  budget_constraints:\n    daily: {dimensions: [user_id], budget_limit: {limit: 1, window: 1d}}\nfeatures:\n  default: {}\n";
-    let config =
-        sllmp::config::Config::from_yaml_with_env(yaml, "gateway.yaml", &|_| None).unwrap();
-    let err =
-        sllmp::config::Gateway::build(config, &sllmp::providers::http_client(&Default::default()))
-            .unwrap_err();
-    assert!(err.to_string().starts_with("gateway.yaml: features.default.budget_constraints: rate limits and budgets are not enforced"), "{err}");
-}

@@ -6,8 +6,12 @@
 //! - `lint`: `cargo fmt --check`, `cargo clippy -D warnings`, `cargo doc -D warnings`.
 //! - `ci`: `lint` then `test`.
 //! - `bench [--quick]`: the benchmark harness (see `docs/benchmarks.md`).
+//! - `prices [--source FILE] [--check]`: regenerate `sllmp-limit`'s embedded price table
+//!   (`crates/sllmp-limit/data/prices.tsv`) from litellm's public price list in
+//!   `../shared/data/`; `--check` fails when the committed table is out of date.
 
 mod bench;
+mod prices;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -23,9 +27,10 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("ci") => lint().and_then(|()| test(&[])),
         Some("bench") => bench::run(&args[1..]),
+        Some("prices") => prices::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <serve [sllmp serve args] | test [cargo test args] | lint | ci | bench [--quick]>"
+                "usage: cargo xtask <serve [sllmp serve args] | test [cargo test args] | lint | ci | bench [--quick] | prices [--source FILE] [--check]>"
             );
             return ExitCode::from(2);
         }

@@ -4,14 +4,21 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sllmp_core::{Error, ModelInfo, ProviderRegistry, Request, Route, Secret};
+use sllmp_limit::{
+    InMemory, LimitBackend, LimitMiddleware, Limiter, OnBackendError, Price, PriceTable, Pricing,
+    UnknownPrice, Window,
+};
 use sllmp_observe::RequestLog;
 use sllmp_pipeline::{
-    Ctx, Flow, HookSet, Middleware, Pipeline, PipelineFactory, RetryPolicy, Timeouts,
+    Ctx, Flow, HookSet, Middleware, Outcome, Pipeline, PipelineFactory, RetryPolicy, Timeouts,
 };
 use sllmp_providers::{DEFAULT_API_BASE, HttpClient, PROVIDER_TYPES};
 
 use crate::error::{KeyPath, Problem, Seg};
-use crate::{Config, ConfigError, FeatureError, ResolvedFeature};
+use crate::{
+    BudgetWindow, Config, ConfigError, Constraint, Dimension, FeatureError, ModelPrice, Prices,
+    ResolvedFeature, UnknownModels,
+};
 
 /// The providers and pipeline a configuration describes, ready to serve.
 ///
@@ -19,6 +26,12 @@ use crate::{Config, ConfigError, FeatureError, ResolvedFeature};
 /// providers, then the feature's `providers` aliases, each with the feature's
 /// `provider_api_keys` baked in. Requests pick their feature at `on_request` time, and
 /// with it the feature's `retry` policy, `timeouts` and `fallbacks`, all parsed here, once.
+///
+/// A feature with `budget_constraints` gets a [`Limiter`] (its constraints, priced by the
+/// embedded table with the file's `prices:` on top, its aliases priced as their provider
+/// type), all counted in one in-memory backend for the whole gateway
+/// ([`Gateway::limit_backend`]): constraints of the same name and dimension values share a
+/// counter across features, and counters are per process.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -44,6 +57,10 @@ struct Inner {
     features: BTreeMap<String, FeatureRuntime>,
     default_providers: Arc<ProviderRegistry>,
     models: Vec<ModelInfo>,
+    /// Every feature's limit counters.
+    limits: Arc<InMemory>,
+    /// Whether some feature has constraints (otherwise no limit middleware is added).
+    limited: bool,
 }
 
 struct FeatureRuntime {
@@ -54,12 +71,15 @@ struct FeatureRuntime {
     timeouts: Timeouts,
     /// The feature's `fallbacks`, parsed once; cloned per request as a pointer.
     fallbacks: Arc<[Route]>,
+    /// The feature's `budget_constraints`, enforced; `None` without any.
+    limiter: Option<Limiter>,
 }
 
 impl Gateway {
-    /// Builds every feature's providers. A provider option that is wrong, an alias of an
-    /// unknown provider type, a fallback whose provider the feature does not have, or a
-    /// limit this version cannot enforce is an error naming the file and key.
+    /// Builds every feature's providers and limits. A provider option that is wrong, an
+    /// alias of an unknown provider type, a fallback whose provider the feature does not
+    /// have, or two budgets of one name (one counter) with different windows is an error
+    /// naming the file and key.
     pub fn build(config: Config, client: &HttpClient) -> Result<Gateway, ConfigError> {
         Gateway::build_with_env(config, client, &|name| std::env::var(name).ok())
     }
@@ -76,15 +96,12 @@ impl Gateway {
         let openai_env_key = env("OPENAI_API_KEY")
             .filter(|k| !k.is_empty())
             .map(Secret::new);
+        let limits = Arc::new(InMemory::new());
+        let prices = LimitPrices::new(config.prices());
+        let mut windows = BTreeMap::new();
         for feature in config.features() {
             let path = KeyPath::root().key("features").key(&feature.name);
-            if !feature.budget_constraints.is_empty() {
-                problems.push(Problem::at(
-                    &path.key("budget_constraints"),
-                    "rate limits and budgets are not enforced by this version of sllmp; \
-                     remove budget_constraints rather than run without the limits you expect",
-                ));
-            }
+            check_windows(feature, &path, &mut windows, &mut problems);
             if feature.langfuse.is_some() {
                 tracing::warn!(
                     feature = feature.name.as_str(),
@@ -115,14 +132,17 @@ impl Gateway {
             for route in fallbacks.iter() {
                 models.insert(route.to_string(), route.provider().to_string());
             }
+            let route = feature.model.as_deref().and_then(Route::parse);
+            let limiter = feature_limiter(feature, route.as_ref(), &prices, &limits);
             features.insert(
                 feature.name.clone(),
                 FeatureRuntime {
                     providers: Arc::new(providers),
-                    route: feature.model.as_deref().and_then(Route::parse),
+                    route,
                     retry: feature.retry,
                     timeouts: feature.timeouts,
                     fallbacks,
+                    limiter,
                 },
             );
         }
@@ -140,12 +160,15 @@ impl Gateway {
             .into_iter()
             .map(|(id, owned_by)| ModelInfo { id, owned_by })
             .collect();
+        let limited = features.values().any(|f| f.limiter.is_some());
         Ok(Gateway {
             inner: Arc::new(Inner {
                 config,
                 features,
                 default_providers,
                 models,
+                limits,
+                limited,
             }),
         })
     }
@@ -167,15 +190,30 @@ impl Gateway {
         self.inner.models.clone()
     }
 
+    /// The backend counting every feature's `budget_constraints` (in this process's
+    /// memory), for reading or resetting the live counters.
+    pub fn limit_backend(&self) -> Arc<dyn LimitBackend> {
+        Arc::clone(&self.inner.limits) as Arc<dyn LimitBackend>
+    }
+
     /// Adds the configured middleware to `pipeline`, in order: feature selection (which
     /// applies the feature's model, providers, retry policy, timeouts and fallbacks), then
-    /// request logging. Call it from your own factory to combine it with your middleware;
-    /// a middleware added after it may change the policies it set (`Ctx::set_retry_policy`,
-    /// `Ctx::set_timeouts`, `Ctx::set_fallbacks`).
+    /// the feature's rate limits and budgets (only when some feature has
+    /// `budget_constraints`: it reserves on the feature's constraints, or refuses with a
+    /// 429, and settles the reservation at completion), then request logging. Call it from
+    /// your own factory to combine it with your middleware; a middleware added after it may
+    /// change the policies it set (`Ctx::set_retry_policy`, `Ctx::set_timeouts`,
+    /// `Ctx::set_fallbacks`), but not the route the limits reserved for.
     pub fn add_to(&self, pipeline: &mut Pipeline) {
         pipeline.add(SelectFeature {
             gateway: self.clone(),
         });
+        if self.inner.limited {
+            pipeline.add(FeatureLimits {
+                gateway: self.clone(),
+                limit: None,
+            });
+        }
         pipeline.add(RequestLog::new());
     }
 }
@@ -303,6 +341,196 @@ fn feature_providers(
         }
     }
     registry
+}
+
+/// The prices every feature's limiter uses: one table (the embedded one with the file's
+/// `prices:` on top) and the unknown-price policy.
+struct LimitPrices {
+    table: Arc<PriceTable>,
+    unknown: UnknownPrice,
+}
+
+impl LimitPrices {
+    fn new(prices: &Prices) -> LimitPrices {
+        let mut table = PriceTable::embedded().clone();
+        for (key, price) in &prices.models {
+            // The provider as written (alias or type): `Pricing::price` looks the provider
+            // up as addressed first, then as its provider type.
+            match &key.model {
+                Some(model) => table.insert(&key.provider, model, limit_price(price)),
+                None => table.set_provider_default(&key.provider, limit_price(price)),
+            }
+        }
+        let unknown = match prices.unknown {
+            UnknownModels::Reject => UnknownPrice::Reject,
+            UnknownModels::Charge(price) => UnknownPrice::Charge(limit_price(&price)),
+        };
+        LimitPrices {
+            table: Arc::new(table),
+            unknown,
+        }
+    }
+}
+
+fn limit_price(price: &ModelPrice) -> Price {
+    Price {
+        input: price.input,
+        cached_input: price.cached_input,
+        cache_write: price.cache_write,
+        output: price.output,
+    }
+}
+
+/// The feature's constraints as a [`Limiter`] counting in `backend`, its aliases priced as
+/// their provider types; `None` for a feature without constraints.
+fn feature_limiter(
+    feature: &ResolvedFeature,
+    route: Option<&Route>,
+    prices: &LimitPrices,
+    backend: &Arc<InMemory>,
+) -> Option<Limiter> {
+    if feature.budget_constraints.is_empty() {
+        return None;
+    }
+    let mut pricing = Pricing::new(Arc::clone(&prices.table)).unknown(prices.unknown);
+    for (alias, config) in &feature.providers {
+        pricing = pricing.alias(alias.clone(), config.provider.clone());
+    }
+    let budget = feature
+        .budget_constraints
+        .values()
+        .find(|c| c.budget_limit.is_some());
+    if let (Some(budget), Some(route)) = (budget, route)
+        && pricing.price(route).is_none()
+    {
+        tracing::warn!(
+            feature = feature.name.as_str(),
+            model = %route,
+            budget = budget.name.as_str(),
+            "no price is known for the feature's model, so its budget refuses every request; \
+             add the model under prices.models, or set prices.unknown"
+        );
+    }
+    let constraints = feature.budget_constraints.values().map(limit_constraint);
+    let backend = Arc::clone(backend) as Arc<dyn LimitBackend>;
+    Some(Limiter::with(
+        constraints,
+        backend,
+        pricing,
+        OnBackendError::FailOpen,
+    ))
+}
+
+/// A configured constraint as `sllmp-limit` enforces it.
+fn limit_constraint(constraint: &Constraint) -> sllmp_limit::Constraint {
+    let dimensions = constraint
+        .dimensions
+        .iter()
+        .map(|dimension| match dimension {
+            Dimension::Feature => sllmp_limit::Dimension::Feature,
+            Dimension::UserId => sllmp_limit::Dimension::UserId,
+            Dimension::Organization => sllmp_limit::Dimension::Organization,
+            Dimension::Team => sllmp_limit::Dimension::Team,
+            Dimension::ApiKey => sllmp_limit::Dimension::ApiKey,
+            Dimension::Model => sllmp_limit::Dimension::Model,
+            Dimension::Provider => sllmp_limit::Dimension::Provider,
+            Dimension::Meta(key) => sllmp_limit::Dimension::Meta(key.clone()),
+        })
+        .collect();
+    let mut limit = sllmp_limit::Constraint::new(constraint.name.as_str(), dimensions);
+    if let Some(description) = &constraint.description {
+        limit = limit.description(description.clone());
+    }
+    if let Some(budget) = &constraint.budget_limit {
+        limit = limit.budget(budget.limit, window(budget.window));
+    }
+    if let Some(rate) = &constraint.rate_limit {
+        if let Some(per_minute) = rate.per_minute {
+            limit = limit.requests_per_minute(per_minute);
+        }
+        if let Some(tokens) = rate.tokens_per_minute {
+            limit = limit.tokens_per_minute(tokens);
+        }
+    }
+    limit
+}
+
+fn window(window: BudgetWindow) -> Window {
+    match window {
+        BudgetWindow::Hour => Window::Hour,
+        BudgetWindow::Day => Window::Day,
+        BudgetWindow::Week => Window::Week,
+        BudgetWindow::Month30 => Window::Days30,
+    }
+}
+
+/// Budgets of one name share their counters (the counter is the name and the dimensions'
+/// values), so they must agree on the window: a second window would start the spend over
+/// whenever the other's request came. `windows` holds the first feature's window per name.
+fn check_windows<'a>(
+    feature: &'a ResolvedFeature,
+    path: &KeyPath,
+    windows: &mut BTreeMap<&'a str, (BudgetWindow, &'a str)>,
+    problems: &mut Vec<Problem>,
+) {
+    for (name, constraint) in &feature.budget_constraints {
+        let Some(budget) = &constraint.budget_limit else {
+            continue;
+        };
+        let (window, first) = *windows
+            .entry(name.as_str())
+            .or_insert((budget.window, feature.name.as_str()));
+        if window != budget.window {
+            problems.push(Problem::at(
+                &path
+                    .key("budget_constraints")
+                    .key(name)
+                    .key("budget_limit")
+                    .key("window"),
+                format!(
+                    "the budget \"{name}\" of feature \"{first}\" has window {window}, and \
+                     budgets of one name share their spend; use window: {window} here too, \
+                     or give this budget another name"
+                ),
+            ));
+        }
+    }
+}
+
+/// Enforces the request's feature's limits: finds its [`Limiter`] (a map lookup; nothing
+/// more for a feature without constraints) and runs that request's [`LimitMiddleware`].
+struct FeatureLimits {
+    gateway: Gateway,
+    limit: Option<LimitMiddleware>,
+}
+
+#[async_trait::async_trait]
+impl Middleware for FeatureLimits {
+    fn name(&self) -> &'static str {
+        "limits"
+    }
+
+    fn hooks(&self) -> HookSet {
+        HookSet::REQUEST | HookSet::COMPLETE
+    }
+
+    async fn on_request(&mut self, ctx: &mut Ctx, req: &mut Request) -> Result<Flow, Error> {
+        let limiter = ctx
+            .feature()
+            .and_then(|name| self.gateway.inner.features.get(name))
+            .and_then(|feature| feature.limiter.as_ref());
+        let Some(limiter) = limiter else {
+            return Ok(Flow::Continue);
+        };
+        let limit = self.limit.insert(limiter.middleware());
+        limit.on_request(ctx, req).await
+    }
+
+    async fn on_complete(&mut self, ctx: &Ctx, outcome: &Outcome<'_>) {
+        if let Some(limit) = &mut self.limit {
+            limit.on_complete(ctx, outcome).await;
+        }
+    }
 }
 
 /// Picks the request's feature and applies it: providers, keys, model override, retry

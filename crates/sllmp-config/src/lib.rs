@@ -67,10 +67,10 @@
 //!     my-openai: {provider: openai, api_base: "https://..."}
 //!   budget_constraints:
 //!     daily:
-//!       dimensions: [user_id]                      # feature|user_id|organization|team|meta:<key>
-//!       budget_limit: {limit: 10.0, window: 1d}    # window: 1h|1d|7d|30d
-//!       rate_limit: {per_minute: 60}               # at least one of the two limits
-//!       description: "..."
+//!       dimensions: [user_id]    # feature|user_id|organization|team|api_key|model|provider|meta:<key>
+//!       budget_limit: {limit: 10.0, window: 1d}    # USD; window: 1h|1d|7d|30d
+//!       rate_limit: {per_minute: 60, tokens_per_minute: 100000}   # either or both
+//!       description: "..."                         # at least one of the two limits
 //!   langfuse: {public_key: "...", secret_key: "...", base_url: "...", enabled: true,
 //!              default_prompt_label: latest}
 //!   retry: {max_attempts: 3, base_delay: 1s, max_delay: 30s}   # RetryPolicy::standard()
@@ -80,6 +80,11 @@
 //!   chat: {description: "", owner: "", model: ..., provider_api_keys: ..., providers: ...,
 //!          budget_constraints: ..., langfuse: ..., retry: ..., timeouts: ...,
 //!          fallbacks: ..., custom: {free: form}}
+//! prices:                    # optional, global: USD per million tokens, for budgets
+//!   unknown: reject          # the default; or a price: {input: 1.0, output: 4.0}
+//!   models:                  # over the embedded table; cached_input, cache_write default to input
+//!     "openai:gpt-4o": {input: 2.5, output: 10.0, cached_input: 1.25, cache_write: 3.125}
+//!     "my-local:*": {input: 0, output: 0}   # every model of a provider or alias
 //! ```
 //!
 //! Inheritance: `provider_api_keys`, `providers` and `budget_constraints` merge by key (a
@@ -95,7 +100,10 @@
 //! - Unknown keys are errors, and every problem of a file is reported at once.
 //! - `${VAR}` works inside any string value (`"https://${HOST}/v1"`), with
 //!   `${VAR:-default}` and the escape `$${` for a literal `${`.
-//! - A budget constraint must set `budget_limit` or `rate_limit`.
+//! - A budget constraint must set `budget_limit` or `rate_limit`; the keys the original's
+//!   README showed (`max_cost`, `window_seconds`, `max_requests`), which its code never
+//!   read, are refused with the right ones.
+//! - `prices` is a new top-level key.
 //! - Numbers and booleans may be written as strings, so `${VAR}` can supply them.
 //! - `retry`, `timeouts` and `fallbacks` are new keys.
 //! - An unknown feature named by a request is an error, not a fall-back to `default`, and
@@ -118,7 +126,8 @@ pub use feature::FeatureError;
 pub use gateway::Gateway;
 pub use resolve::ResolvedFeature;
 pub use schema::{
-    BudgetLimit, BudgetWindow, Constraint, Dimension, LangfuseConfig, ProviderAlias, RateLimit,
+    BudgetLimit, BudgetWindow, Constraint, Dimension, LangfuseConfig, ModelPrice, PriceKey, Prices,
+    ProviderAlias, RateLimit, UnknownModels,
 };
 
 /// A loaded, checked configuration, with every feature already resolved against
@@ -128,6 +137,7 @@ pub use schema::{
 #[derive(Clone, Debug)]
 pub struct Config {
     features: BTreeMap<String, ResolvedFeature>,
+    prices: Prices,
     origin: String,
 }
 
@@ -157,9 +167,12 @@ impl Config {
         origin: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let raw = load::load(src, env).map_err(|problems| ConfigError::new(origin, problems))?;
+        let mut raw =
+            load::load(src, env).map_err(|problems| ConfigError::new(origin, problems))?;
+        let prices = raw.prices.take().unwrap_or_default();
         Ok(Config {
             features: resolve::resolve(raw),
+            prices,
             origin: origin.to_owned(),
         })
     }
@@ -172,6 +185,12 @@ impl Config {
     /// Every feature, resolved, in name order. There is at least one.
     pub fn features(&self) -> impl Iterator<Item = &ResolvedFeature> {
         self.features.values()
+    }
+
+    /// The top-level `prices:` block (empty when the file has none): overrides of the
+    /// embedded price table, and what a model with no price costs.
+    pub fn prices(&self) -> &Prices {
+        &self.prices
     }
 
     /// The resolved feature named `name` (case-sensitive).

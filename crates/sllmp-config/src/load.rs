@@ -314,7 +314,8 @@ fn missing_hint(field: &str) -> String {
         "secret_key" => "secret_key: \"${LANGFUSE_SECRET_KEY}\"",
         "limit" => "limit: 10.0",
         "window" => "window: 1d",
-        "per_minute" => "per_minute: 60",
+        "input" => "input: 2.5",
+        "output" => "output: 10.0",
         _ => return "missing; add it".to_owned(),
     };
     format!("missing; add it, e.g. {example}")
@@ -442,8 +443,8 @@ mod tests {
                 "features.\"bad name\": invalid feature name; use only letters, digits, \"_\" and \"-\" (e.g. \"bad-name\")",
                 "features.chat.owner: expected a string, found a number; put the value in quotes to keep it as text",
                 "features.code.budget_constraints.a.budget_limit.window: \"2h\" is not a budget window; use one of 1h, 1d, 7d, 30d",
-                "features.code.budget_constraints.a.dimensions[1]: \"users\" is not a dimension; use one of feature, user_id, organization, team, meta:<key>",
-                "features.code.budget_constraints.a.dimensions[3]: \"nobody\" is not a dimension; use one of feature, user_id, organization, team, meta:<key>",
+                "features.code.budget_constraints.a.dimensions[1]: \"users\" is not a dimension; use one of feature, user_id, organization, team, api_key, model, provider, meta:<key>",
+                "features.code.budget_constraints.a.dimensions[3]: \"nobody\" is not a dimension; use one of feature, user_id, organization, team, api_key, model, provider, meta:<key>",
                 "features.code.budget_constraints.b: sets neither budget_limit nor rate_limit, so it limits nothing; add budget_limit: {limit: 10.0, window: 1d} or rate_limit: {per_minute: 60}",
             ]
         );

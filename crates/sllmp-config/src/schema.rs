@@ -6,7 +6,10 @@
 //!   options the provider adapter validates, and inside `custom`;
 //! - every value is checked where it is read, so each error carries its key path: feature
 //!   and alias names, `provider:model` strings, dimensions, windows, limits;
-//! - a budget constraint needs `budget_limit` or `rate_limit`;
+//! - a budget constraint needs `budget_limit` or `rate_limit` (and a rate limit
+//!   `per_minute` or `tokens_per_minute`); the keys the original's README showed
+//!   (`max_cost`, `window_seconds`, `max_requests`) are refused with the right ones;
+//! - `prices` (top level) is this project's own key;
 //! - `langfuse: {enabled: false}` needs no keys;
 //! - numbers and booleans may also be written as strings, so `${VAR}` can supply them;
 //! - an empty mapping written as `key:` (null) counts as `{}`;
@@ -40,6 +43,8 @@ pub(crate) struct RawConfig {
     pub(crate) defaults: Option<RawDefaults>,
     /// A feature written as `name:` (null) is a feature that sets nothing.
     pub(crate) features: Option<BTreeMap<FeatureName, Option<RawFeature>>>,
+    /// Prices for budgets, for every feature.
+    pub(crate) prices: Option<Prices>,
 }
 
 /// `defaults:`: a feature without `description`, `owner` and `custom`.
@@ -315,8 +320,7 @@ impl<'de> Deserialize<'de> for ProviderName {
 /// Usage is counted per combination of the [`dimensions`](Self::dimensions) values, so
 /// `[user_id]` gives each user their own budget, and `[]` gives one budget for everyone.
 /// At least one of `budget_limit` and `rate_limit` is set.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(try_from = "RawConstraint")]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Constraint {
     /// The constraint's key in `budget_constraints`.
     pub name: String,
@@ -324,38 +328,104 @@ pub struct Constraint {
     pub dimensions: Vec<Dimension>,
     /// A spending limit over a window.
     pub budget_limit: Option<BudgetLimit>,
-    /// A request-rate limit.
+    /// Request and token rates over a sliding minute.
     pub rate_limit: Option<RateLimit>,
     /// A human description, used in limit-exceeded messages.
     pub description: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConstraint {
-    dimensions: Vec<Dimension>,
-    budget_limit: Option<BudgetLimit>,
-    rate_limit: Option<RateLimit>,
-    description: Option<String>,
+/// The keys of a constraint, in the order unknown-key messages list them.
+const CONSTRAINT_KEYS: &[&str] = &["dimensions", "budget_limit", "rate_limit", "description"];
+
+/// The keys the Python original's README showed for a constraint; its code never read them.
+const LEGACY_CONSTRAINT_KEYS: [&str; 3] = ["max_cost", "window_seconds", "max_requests"];
+
+/// The problem text of a constraint written with [`LEGACY_CONSTRAINT_KEYS`].
+pub(crate) const LEGACY_CONSTRAINT_MESSAGE: &str = "`max_cost`, `window_seconds` and \
+    `max_requests` are not keys of a constraint (the Python original's README showed them, but \
+    its code never accepted them); write budget_limit: {limit: 10.0, window: 1d} and/or \
+    rate_limit: {per_minute: 60}, with dimensions: [feature]";
+
+/// One key of a constraint mapping.
+enum ConstraintKey {
+    Dimensions,
+    BudgetLimit,
+    RateLimit,
+    Description,
+    /// One of [`LEGACY_CONSTRAINT_KEYS`].
+    Legacy,
 }
 
-impl TryFrom<RawConstraint> for Constraint {
-    type Error = &'static str;
-
-    fn try_from(raw: RawConstraint) -> Result<Self, Self::Error> {
-        if raw.budget_limit.is_none() && raw.rate_limit.is_none() {
-            return Err(
-                "sets neither budget_limit nor rate_limit, so it limits nothing; add \
-                 budget_limit: {limit: 10.0, window: 1d} or rate_limit: {per_minute: 60}",
-            );
-        }
-        Ok(Constraint {
-            name: String::new(),
-            dimensions: raw.dimensions,
-            budget_limit: raw.budget_limit,
-            rate_limit: raw.rate_limit,
-            description: raw.description,
+impl<'de> Deserialize<'de> for ConstraintKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let key = String::deserialize(deserializer)?;
+        Ok(match key.as_str() {
+            "dimensions" => ConstraintKey::Dimensions,
+            "budget_limit" => ConstraintKey::BudgetLimit,
+            "rate_limit" => ConstraintKey::RateLimit,
+            "description" => ConstraintKey::Description,
+            other if LEGACY_CONSTRAINT_KEYS.contains(&other) => ConstraintKey::Legacy,
+            other => return Err(de::Error::unknown_field(other, CONSTRAINT_KEYS)),
         })
+    }
+}
+
+impl<'de> Deserialize<'de> for Constraint {
+    /// Read key by key (not derived) so that a constraint written with the Python README's
+    /// keys is one problem, at the constraint, before anything is reported missing.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ConstraintVisitor;
+
+        impl<'de> Visitor<'de> for ConstraintVisitor {
+            type Value = Constraint;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Constraint, A::Error> {
+                let mut dimensions = None;
+                let mut budget_limit = None;
+                let mut rate_limit = None;
+                let mut description = None;
+                while let Some(key) = map.next_key::<ConstraintKey>()? {
+                    match key {
+                        ConstraintKey::Dimensions => {
+                            dimensions = Some(map.next_value::<Vec<Dimension>>()?);
+                        }
+                        ConstraintKey::BudgetLimit => {
+                            budget_limit = map.next_value::<Option<BudgetLimit>>()?;
+                        }
+                        ConstraintKey::RateLimit => {
+                            rate_limit = map.next_value::<Option<RateLimit>>()?;
+                        }
+                        ConstraintKey::Description => {
+                            description = map.next_value::<Option<String>>()?;
+                        }
+                        ConstraintKey::Legacy => {
+                            return Err(de::Error::custom(LEGACY_CONSTRAINT_MESSAGE));
+                        }
+                    }
+                }
+                let dimensions =
+                    dimensions.ok_or_else(|| de::Error::missing_field("dimensions"))?;
+                if budget_limit.is_none() && rate_limit.is_none() {
+                    return Err(de::Error::custom(
+                        "sets neither budget_limit nor rate_limit, so it limits nothing; add \
+                         budget_limit: {limit: 10.0, window: 1d} or rate_limit: {per_minute: 60}",
+                    ));
+                }
+                Ok(Constraint {
+                    name: String::new(),
+                    dimensions,
+                    budget_limit,
+                    rate_limit,
+                    description,
+                })
+            }
+        }
+
+        deserializer.deserialize_map(ConstraintVisitor)
     }
 }
 
@@ -364,12 +434,18 @@ impl TryFrom<RawConstraint> for Constraint {
 pub enum Dimension {
     /// The feature name (`feature`).
     Feature,
-    /// `metadata.user_id` of the request (`user_id`).
+    /// `metadata.user_id` of the request, else its `user` field (`user_id`).
     UserId,
     /// `metadata.organization` of the request (`organization`).
     Organization,
     /// `metadata.team` of the request (`team`).
     Team,
+    /// The client key the request came with, by name, never in clear (`api_key`).
+    ApiKey,
+    /// The model, as the provider names it (`model`).
+    Model,
+    /// The provider or alias the request is sent to (`provider`).
+    Provider,
     /// `metadata.<key>` of the request (`meta:<key>`); the key is never empty.
     Meta(String),
 }
@@ -382,6 +458,9 @@ impl fmt::Display for Dimension {
             Dimension::UserId => f.write_str("user_id"),
             Dimension::Organization => f.write_str("organization"),
             Dimension::Team => f.write_str("team"),
+            Dimension::ApiKey => f.write_str("api_key"),
+            Dimension::Model => f.write_str("model"),
+            Dimension::Provider => f.write_str("provider"),
             Dimension::Meta(key) => write!(f, "meta:{key}"),
         }
     }
@@ -395,6 +474,9 @@ impl<'de> Deserialize<'de> for Dimension {
             "user_id" => Ok(Dimension::UserId),
             "organization" => Ok(Dimension::Organization),
             "team" => Ok(Dimension::Team),
+            "api_key" => Ok(Dimension::ApiKey),
+            "model" => Ok(Dimension::Model),
+            "provider" => Ok(Dimension::Provider),
             "meta:" => Err(de::Error::custom(
                 "\"meta:\" names no metadata key; write it as meta:<key>, e.g. meta:project",
             )),
@@ -402,7 +484,7 @@ impl<'de> Deserialize<'de> for Dimension {
                 Some(key) => Ok(Dimension::Meta(key.to_owned())),
                 None => Err(de::Error::custom(format!(
                     "{other:?} is not a dimension; use one of feature, user_id, organization, \
-                     team, meta:<key>"
+                     team, api_key, model, provider, meta:<key>"
                 ))),
             },
         }
@@ -476,13 +558,196 @@ impl<'de> Deserialize<'de> for BudgetWindow {
     }
 }
 
-/// A request-rate limit.
+/// Request and token rates over a sliding minute: at least one of the two is set.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawRateLimit")]
 pub struct RateLimit {
-    /// Requests allowed per minute; at least 1.
-    #[serde(deserialize_with = "positive_u32")]
-    pub per_minute: u32,
+    /// Requests allowed in any 60 seconds; at least 1.
+    pub per_minute: Option<u32>,
+    /// Tokens (input and output) allowed in any 60 seconds; at least 1.
+    pub tokens_per_minute: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    #[serde(default, deserialize_with = "some_positive_u32")]
+    per_minute: Option<u32>,
+    #[serde(default, deserialize_with = "some_positive_u64")]
+    tokens_per_minute: Option<u64>,
+}
+
+impl TryFrom<RawRateLimit> for RateLimit {
+    type Error = &'static str;
+
+    fn try_from(raw: RawRateLimit) -> Result<Self, Self::Error> {
+        if raw.per_minute.is_none() && raw.tokens_per_minute.is_none() {
+            return Err(
+                "sets neither per_minute nor tokens_per_minute, so it limits nothing; add \
+                 per_minute: 60 or tokens_per_minute: 100000",
+            );
+        }
+        Ok(RateLimit {
+            per_minute: raw.per_minute,
+            tokens_per_minute: raw.tokens_per_minute,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Prices: the top-level `prices:` block.
+// ---------------------------------------------------------------------------------------
+
+/// The top-level `prices:` block: what requests cost, for budgets. Global, not per
+/// feature; overrides the embedded price table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Prices {
+    /// What a model with no known price costs (`unknown`).
+    pub unknown: UnknownModels,
+    /// Prices by `provider:model`, or `provider:*` for every model of a provider (or alias)
+    /// without its own entry (`models`).
+    pub models: BTreeMap<PriceKey, ModelPrice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrices {
+    unknown: Option<UnknownModels>,
+    models: Option<BTreeMap<PriceKey, ModelPrice>>,
+}
+
+impl<'de> Deserialize<'de> for Prices {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawPrices::deserialize(deserializer)?;
+        Ok(Prices {
+            unknown: raw.unknown.unwrap_or_default(),
+            models: raw.models.unwrap_or_default(),
+        })
+    }
+}
+
+/// `prices.unknown`: what a model with no known price costs under a budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum UnknownModels {
+    /// Refuse the request with 400 `unknown_model_price` (`reject`, the default).
+    #[default]
+    Reject,
+    /// Charge this price (`{input: 1.0, output: 4.0}`).
+    Charge(ModelPrice),
+}
+
+impl<'de> Deserialize<'de> for UnknownModels {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+
+        impl<'de> Visitor<'de> for V {
+            type Value = UnknownModels;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("reject or a price mapping")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<UnknownModels, E> {
+                if v.trim() == "reject" {
+                    Ok(UnknownModels::Reject)
+                } else {
+                    Err(E::custom(format!(
+                        "{v:?} is not a policy for unknown prices; write unknown: reject, or a \
+                         price such as unknown: {{input: 1.0, output: 4.0}}"
+                    )))
+                }
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<UnknownModels, A::Error> {
+                ModelPrice::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(UnknownModels::Charge)
+            }
+        }
+
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A key of `prices.models`: `provider:model`, or `provider:*` for every model of the
+/// provider. The provider is an alias or a provider type, as requests address it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PriceKey {
+    /// The provider, alias or type (before the first `:`).
+    pub provider: String,
+    /// The model; `None` for `provider:*`.
+    pub model: Option<String>,
+}
+
+impl fmt::Display for PriceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}",
+            self.provider,
+            self.model.as_deref().unwrap_or("*")
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for PriceKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let key = String::deserialize(deserializer)?;
+        match key.split_once(':') {
+            Some((provider, model)) if !provider.is_empty() && !model.is_empty() => Ok(PriceKey {
+                provider: provider.to_owned(),
+                model: (model != "*").then(|| model.to_owned()),
+            }),
+            _ => {
+                let example = if key.is_empty() || key.contains(':') {
+                    "openai:gpt-4o".to_owned()
+                } else {
+                    format!("openai:{key}")
+                };
+                Err(de::Error::custom(format!(
+                    "{key:?} is not written as provider:model or provider:*; write it as e.g. \
+                     {example:?}, or \"openai:*\" for every model of a provider"
+                )))
+            }
+        }
+    }
+}
+
+/// A model's price in USD per million tokens; every value finite and 0 or more.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelPrice {
+    /// Prompt tokens (not read from or written to a prompt cache).
+    pub input: f64,
+    /// Completion tokens.
+    pub output: f64,
+    /// Prompt tokens read from a prompt cache; `input` when not set.
+    pub cached_input: f64,
+    /// Prompt tokens written to a prompt cache; `input` when not set.
+    pub cache_write: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModelPrice {
+    #[serde(deserialize_with = "price_f64")]
+    input: f64,
+    #[serde(deserialize_with = "price_f64")]
+    output: f64,
+    #[serde(default, deserialize_with = "some_price_f64")]
+    cached_input: Option<f64>,
+    #[serde(default, deserialize_with = "some_price_f64")]
+    cache_write: Option<f64>,
+}
+
+impl<'de> Deserialize<'de> for ModelPrice {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawModelPrice::deserialize(deserializer)?;
+        Ok(ModelPrice {
+            input: raw.input,
+            output: raw.output,
+            cached_input: raw.cached_input.unwrap_or(raw.input),
+            cache_write: raw.cache_write.unwrap_or(raw.input),
+        })
+    }
 }
 
 /// Langfuse tracing and prompt-management settings.
@@ -745,8 +1010,12 @@ fn positive_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Er
     deserializer.deserialize_any(V)
 }
 
-fn positive_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-    whole_number(deserializer, "write a count such as 60")
+fn some_positive_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    whole_number(deserializer, "write a count such as 60").map(Some)
+}
+
+fn some_positive_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    whole_number_up_to(deserializer, u64::MAX, "write a count such as 100000").map(Some)
 }
 
 /// A whole number from 1 to `u32::MAX`; `fix` ends the error message.
@@ -754,56 +1023,123 @@ fn whole_number<'de, D: Deserializer<'de>>(
     deserializer: D,
     fix: &'static str,
 ) -> Result<u32, D::Error> {
+    let value = whole_number_up_to(deserializer, u64::from(u32::MAX), fix)?;
+    Ok(u32::try_from(value).expect("checked against u32::MAX"))
+}
+
+/// A whole number from 1 to `max`; `fix` ends the error message.
+fn whole_number_up_to<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    max: u64,
+    fix: &'static str,
+) -> Result<u64, D::Error> {
     struct V {
+        max: u64,
         fix: &'static str,
     }
 
-    const MESSAGE: &str = "expected a whole number from 1 to 4294967295";
-
     impl V {
-        fn check<E: de::Error>(&self, value: i128) -> Result<u32, E> {
-            match u32::try_from(value) {
-                Ok(v) if v > 0 => Ok(v),
-                _ => Err(E::custom(format!("{MESSAGE}, found {value}; {}", self.fix))),
+        fn fail<E: de::Error>(&self, found: impl fmt::Display) -> E {
+            E::custom(format!(
+                "expected a whole number from 1 to {}, found {found}; {}",
+                self.max, self.fix
+            ))
+        }
+
+        fn check<E: de::Error>(&self, value: i128) -> Result<u64, E> {
+            match u64::try_from(value) {
+                Ok(v) if v > 0 && v <= self.max => Ok(v),
+                _ => Err(self.fail(value)),
             }
         }
     }
 
     impl Visitor<'_> for V {
-        type Value = u32;
+        type Value = u64;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a whole number greater than 0")
         }
 
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
             self.check(i128::from(v))
         }
 
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
             self.check(i128::from(v))
         }
 
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<u32, E> {
-            if v.fract() == 0.0 && v.abs() < 1e12 {
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+            if v.fract() == 0.0 && v.abs() < 1e20 {
                 self.check(v as i128)
             } else {
-                Err(E::custom(format!("{MESSAGE}, found {v}; {}", self.fix)))
+                Err(self.fail(v))
             }
         }
 
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<u32, E> {
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
             match v.trim().parse::<i128>() {
                 Ok(value) => self.check(value),
+                Err(_) => Err(self.fail("text that is not a whole number")),
+            }
+        }
+    }
+
+    deserializer.deserialize_any(V { max, fix })
+}
+
+/// A price in USD per million tokens: finite and 0 or more.
+fn price_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    struct V;
+
+    const FIX: &str = "write a price in USD per million tokens, e.g. 2.5 (0 for a free model)";
+
+    impl V {
+        fn check<E: de::Error>(value: f64) -> Result<f64, E> {
+            if value.is_finite() && value >= 0.0 {
+                Ok(value)
+            } else {
+                Err(E::custom(format!(
+                    "must be a number of 0 or more, found {value}; {FIX}"
+                )))
+            }
+        }
+    }
+
+    impl Visitor<'_> for V {
+        type Value = f64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number of 0 or more")
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            V::check(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            V::check(v as f64)
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            V::check(v as f64)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+            match v.trim().parse::<f64>() {
+                Ok(value) => V::check(value),
                 Err(_) => Err(E::custom(format!(
-                    "{MESSAGE}, found text that is not a whole number; {}",
-                    self.fix
+                    "expected a number of 0 or more, found text that is not a number; {FIX}"
                 ))),
             }
         }
     }
 
-    deserializer.deserialize_any(V { fix })
+    deserializer.deserialize_any(V)
+}
+
+fn some_price_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+    price_f64(deserializer).map(Some)
 }
 
 fn flexible_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
@@ -867,6 +1203,9 @@ mod tests {
             "user_id",
             "organization",
             "team",
+            "api_key",
+            "model",
+            "provider",
             "meta:project"
         ]))
         .unwrap();
@@ -877,15 +1216,23 @@ mod tests {
                 Dimension::UserId,
                 Dimension::Organization,
                 Dimension::Team,
+                Dimension::ApiKey,
+                Dimension::Model,
+                Dimension::Provider,
                 Dimension::Meta("project".into())
             ]
         );
         assert_eq!(Dimension::Meta("a:b".into()).to_string(), "meta:a:b");
-        assert!(
-            read::<Dimension>(json!("users"))
-                .unwrap_err()
-                .contains("\"users\" is not a dimension")
+        assert_eq!(
+            read::<Dimension>(json!("users")).unwrap_err(),
+            "\"users\" is not a dimension; use one of feature, user_id, organization, team, api_key, model, provider, meta:<key>"
         );
+        for dimension in ["api_key", "model", "provider", "meta:project"] {
+            assert_eq!(
+                read::<Dimension>(json!(dimension)).unwrap().to_string(),
+                dimension
+            );
+        }
         assert!(
             read::<Dimension>(json!("meta:"))
                 .unwrap_err()
@@ -931,7 +1278,13 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(c.budget_limit.unwrap().limit, 2.5);
-        assert_eq!(c.rate_limit, Some(RateLimit { per_minute: 60 }));
+        assert_eq!(
+            c.rate_limit,
+            Some(RateLimit {
+                per_minute: Some(60),
+                tokens_per_minute: None
+            })
+        );
         let err = read::<Constraint>(json!({"dimensions": []})).unwrap_err();
         assert!(
             err.starts_with("sets neither budget_limit nor rate_limit"),
@@ -945,7 +1298,146 @@ mod tests {
         assert!(read::<RateLimit>(json!({"per_minute": 5_000_000_000_u64})).is_err());
         assert_eq!(
             read::<RateLimit>(json!({"per_minute": 2.0})),
-            Ok(RateLimit { per_minute: 2 })
+            Ok(RateLimit {
+                per_minute: Some(2),
+                tokens_per_minute: None
+            })
+        );
+    }
+
+    #[test]
+    fn rate_limits_count_requests_and_or_tokens() {
+        assert_eq!(
+            read::<RateLimit>(json!({"tokens_per_minute": "100000"})),
+            Ok(RateLimit {
+                per_minute: None,
+                tokens_per_minute: Some(100_000)
+            })
+        );
+        assert_eq!(
+            read::<RateLimit>(json!({"per_minute": 60, "tokens_per_minute": 5_000_000_000_u64})),
+            Ok(RateLimit {
+                per_minute: Some(60),
+                tokens_per_minute: Some(5_000_000_000)
+            })
+        );
+        assert_eq!(
+            read::<RateLimit>(json!({})).unwrap_err(),
+            "sets neither per_minute nor tokens_per_minute, so it limits nothing; add per_minute: 60 or tokens_per_minute: 100000"
+        );
+        assert_eq!(
+            read::<RateLimit>(json!({"tokens_per_minute": 0})).unwrap_err(),
+            "expected a whole number from 1 to 18446744073709551615, found 0; write a count such as 100000"
+        );
+        assert_eq!(
+            read::<RateLimit>(json!({"per_minute": "lots"})).unwrap_err(),
+            "expected a whole number from 1 to 4294967295, found text that is not a whole number; write a count such as 60"
+        );
+        assert!(
+            read::<RateLimit>(json!({"requests_per_minute": 5}))
+                .unwrap_err()
+                .starts_with("unknown field `requests_per_minute`, expected `per_minute` or `tokens_per_minute`")
+        );
+    }
+
+    #[test]
+    fn the_python_readme_keys_are_refused_with_the_right_ones() {
+        for key in ["max_cost", "window_seconds", "max_requests"] {
+            let err = read::<Constraint>(json!({key: 10})).unwrap_err();
+            assert_eq!(err, LEGACY_CONSTRAINT_MESSAGE);
+        }
+        assert_eq!(
+            LEGACY_CONSTRAINT_MESSAGE,
+            "`max_cost`, `window_seconds` and `max_requests` are not keys of a constraint (the Python original's README showed them, but its code never accepted them); write budget_limit: {limit: 10.0, window: 1d} and/or rate_limit: {per_minute: 60}, with dimensions: [feature]"
+        );
+        assert_eq!(
+            read::<Constraint>(json!({"dimensions": [], "limit": 5})).unwrap_err(),
+            "unknown field `limit`, expected one of `dimensions`, `budget_limit`, `rate_limit`, `description`"
+        );
+        assert_eq!(
+            read::<Constraint>(json!({"rate_limit": {"per_minute": 1}})).unwrap_err(),
+            "missing field `dimensions`"
+        );
+        let c: Constraint = read(json!({
+            "dimensions": ["api_key", "model", "provider"],
+            "rate_limit": {"tokens_per_minute": 1000},
+            "budget_limit": null,
+            "description": "tokens per key"
+        }))
+        .unwrap();
+        assert_eq!(
+            c.dimensions,
+            [Dimension::ApiKey, Dimension::Model, Dimension::Provider]
+        );
+        assert_eq!(c.description.as_deref(), Some("tokens per key"));
+        assert_eq!(c.budget_limit, None);
+    }
+
+    #[test]
+    fn prices_read_models_providers_and_the_unknown_policy() {
+        let prices: Prices = read(json!({
+            "unknown": {"input": 1.0, "output": "4"},
+            "models": {
+                "openai:gpt-4o": {"input": 2.5, "output": 10.0, "cached_input": 1.25, "cache_write": 3.125},
+                "my-local:*": {"input": 0, "output": 0},
+                "groq:org/model:v1": {"input": 0.5, "output": 1}
+            }
+        }))
+        .unwrap();
+        assert_eq!(
+            prices.unknown,
+            UnknownModels::Charge(ModelPrice {
+                input: 1.0,
+                output: 4.0,
+                cached_input: 1.0,
+                cache_write: 1.0
+            })
+        );
+        let keys: Vec<String> = prices.models.keys().map(ToString::to_string).collect();
+        assert_eq!(keys, ["groq:org/model:v1", "my-local:*", "openai:gpt-4o"]);
+        let local = PriceKey {
+            provider: "my-local".into(),
+            model: None,
+        };
+        assert_eq!(prices.models[&local].input, 0.0);
+        let gpt = &prices.models[&PriceKey {
+            provider: "openai".into(),
+            model: Some("gpt-4o".into()),
+        }];
+        assert_eq!((gpt.cached_input, gpt.cache_write), (1.25, 3.125));
+
+        assert_eq!(read::<Prices>(json!({})), Ok(Prices::default()));
+        assert_eq!(
+            read::<Prices>(json!({"unknown": "reject"}))
+                .unwrap()
+                .unknown,
+            UnknownModels::Reject
+        );
+        assert_eq!(
+            read::<UnknownModels>(json!("free")).unwrap_err(),
+            "\"free\" is not a policy for unknown prices; write unknown: reject, or a price such as unknown: {input: 1.0, output: 4.0}"
+        );
+        assert_eq!(
+            read::<PriceKey>(json!("gpt-4o")).unwrap_err(),
+            "\"gpt-4o\" is not written as provider:model or provider:*; write it as e.g. \"openai:gpt-4o\", or \"openai:*\" for every model of a provider"
+        );
+        assert!(read::<PriceKey>(json!(":x")).is_err());
+        assert!(read::<PriceKey>(json!("openai:")).is_err());
+        assert_eq!(
+            read::<ModelPrice>(json!({"input": -1, "output": 1})).unwrap_err(),
+            "must be a number of 0 or more, found -1; write a price in USD per million tokens, e.g. 2.5 (0 for a free model)"
+        );
+        assert_eq!(
+            read::<ModelPrice>(json!({"input": 1, "output": "x"})).unwrap_err(),
+            "expected a number of 0 or more, found text that is not a number; write a price in USD per million tokens, e.g. 2.5 (0 for a free model)"
+        );
+        assert_eq!(
+            read::<ModelPrice>(json!({"input": 1})).unwrap_err(),
+            "missing field `output`"
+        );
+        assert_eq!(
+            read::<ModelPrice>(json!({"input": 1, "output": 1, "cached": 1})).unwrap_err(),
+            "unknown field `cached`, expected one of `input`, `output`, `cached_input`, `cache_write`"
         );
     }
 

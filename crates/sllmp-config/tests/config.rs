@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sllmp_config::{
-    BudgetLimit, BudgetWindow, Config, ConfigError, Dimension, FeatureError, Gateway, RateLimit,
+    BudgetLimit, BudgetWindow, Config, ConfigError, Dimension, FeatureError, Gateway, ModelPrice,
+    PriceKey, Prices, RateLimit, UnknownModels,
 };
 use sllmp_core::{ChatRequest, Message, Request};
-use sllmp_pipeline::{Ctx, Flow, Hooks, Pipeline, PipelineFactory, RetryPolicy, Timeouts};
+use sllmp_pipeline::{Ctx, Flow, Hooks, Pipeline, PipelineFactory, Reply, RetryPolicy, Timeouts};
 
 /// A fixed environment: tests never read or change the process environment.
 fn test_env(name: &str) -> Option<String> {
@@ -275,7 +276,10 @@ fn readme_example_loads() {
     );
     assert_eq!(
         chat.budget_constraints["rate_limit"].rate_limit,
-        Some(RateLimit { per_minute: 1000 })
+        Some(RateLimit {
+            per_minute: Some(1000),
+            tokens_per_minute: None
+        })
     );
     let daily = &chat.budget_constraints["daily_budget"];
     assert_eq!(daily.name, "daily_budget");
@@ -296,7 +300,10 @@ fn readme_example_loads() {
     assert_eq!(code.model.as_deref(), Some("anthropic:claude-3.5-sonnet"));
     assert_eq!(
         code.budget_constraints["rate_limit"].rate_limit,
-        Some(RateLimit { per_minute: 500 })
+        Some(RateLimit {
+            per_minute: Some(500),
+            tokens_per_minute: None
+        })
     );
     assert_eq!(code.budget_constraints["daily_budget"], *daily);
     assert!(code.langfuse.is_some());
@@ -304,19 +311,152 @@ fn readme_example_loads() {
 
 #[test]
 fn the_original_readme_example_is_rejected_with_useful_messages() {
-    let original = README_EXAMPLE.replace(
-        "      dimensions: [feature]\n      budget_limit:\n        limit: 100.0\n        window: 1d\n",
-        "      max_cost: 100.0\n      window_seconds: 86400\n",
+    let original = README_EXAMPLE
+        .replace(
+            "      dimensions: [feature]\n      budget_limit:\n        limit: 100.0\n        window: 1d\n",
+            "      max_cost: 100.0\n      window_seconds: 86400\n",
+        )
+        .replace(
+            "        dimensions: [user_id]\n        rate_limit:\n          per_minute: 500\n",
+            "        max_requests: 500\n        window_seconds: 60\n",
+        );
+    let message = "`max_cost`, `window_seconds` and `max_requests` are not keys of a constraint (the Python original's README showed them, but its code never accepted them); write budget_limit: {limit: 10.0, window: 1d} and/or rate_limit: {per_minute: 60}, with dimensions: [feature]";
+    // One problem per constraint, at the constraint; nothing "missing" on top.
+    assert_eq!(
+        error(&original).lines().collect::<Vec<_>>(),
+        [
+            format!("config.yaml: defaults.budget_constraints.daily_budget: {message}"),
+            format!(
+                "config.yaml: features.code_assistant.budget_constraints.rate_limit: {message}"
+            ),
+        ]
     );
-    let text = error(&original);
-    assert!(
-        text.contains("config.yaml: defaults.budget_constraints.daily_budget.max_cost: unknown key; expected one of: dimensions, budget_limit, rate_limit, description"),
-        "{text}"
+}
+
+#[test]
+fn constraint_errors_name_the_key_and_the_fix() {
+    let text = error(
+        "defaults:
+  budget_constraints:
+    empty_rate: {dimensions: [user_id], rate_limit: {}}
+    zero_tokens: {dimensions: [api_key], rate_limit: {tokens_per_minute: 0}}
+    old_rate: {dimensions: [model], rate_limit: {requests_per_minute: 5}}
+    typo: {dimensions: [provider, users], rate_limit: {per_minute: 5}, descripton: x}
+features:
+  chat: {}
+",
     );
-    assert!(
-        text.contains("config.yaml: defaults.budget_constraints.daily_budget.dimensions: missing"),
-        "{text}"
+    let expected = [
+        "config.yaml: defaults.budget_constraints.empty_rate.rate_limit: sets neither per_minute nor tokens_per_minute, so it limits nothing; add per_minute: 60 or tokens_per_minute: 100000",
+        "config.yaml: defaults.budget_constraints.old_rate.rate_limit: sets neither per_minute nor tokens_per_minute, so it limits nothing; add per_minute: 60 or tokens_per_minute: 100000",
+        "config.yaml: defaults.budget_constraints.old_rate.rate_limit.requests_per_minute: unknown key; expected one of: per_minute, tokens_per_minute",
+        "config.yaml: defaults.budget_constraints.typo.descripton: unknown key; expected one of: dimensions, budget_limit, rate_limit, description (did you mean \"description\"?)",
+        "config.yaml: defaults.budget_constraints.typo.dimensions[1]: \"users\" is not a dimension; use one of feature, user_id, organization, team, api_key, model, provider, meta:<key>",
+        "config.yaml: defaults.budget_constraints.zero_tokens.rate_limit.tokens_per_minute: expected a whole number from 1 to 18446744073709551615, found 0; write a count such as 100000",
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), expected);
+}
+
+#[test]
+fn new_dimensions_and_token_rates_load() {
+    let config = load(
+        "defaults:
+  budget_constraints:
+    per-key: {dimensions: [api_key, model, provider], rate_limit: {per_minute: \"${RPM:-60}\", tokens_per_minute: 100000}}
+features:
+  chat: {}
+",
     );
+    let constraint = &config.feature("chat").unwrap().budget_constraints["per-key"];
+    assert_eq!(
+        constraint.dimensions,
+        [Dimension::ApiKey, Dimension::Model, Dimension::Provider]
+    );
+    assert_eq!(
+        constraint.rate_limit,
+        Some(RateLimit {
+            per_minute: Some(60),
+            tokens_per_minute: Some(100_000)
+        })
+    );
+}
+
+#[test]
+fn prices_load() {
+    let config = load(
+        r#"
+defaults: {}
+features:
+  chat: {}
+prices:
+  unknown: {input: 1.0, output: 4.0}
+  models:
+    "openai:gpt-4o": {input: 2.5, output: 10.0, cached_input: 1.25, cache_write: 3.125}
+    "my-local:*": {input: 0, output: 0}
+"#,
+    );
+    let prices = config.prices();
+    assert_eq!(
+        prices.unknown,
+        UnknownModels::Charge(ModelPrice {
+            input: 1.0,
+            output: 4.0,
+            cached_input: 1.0,
+            cache_write: 1.0
+        })
+    );
+    let keys: Vec<String> = prices.models.keys().map(ToString::to_string).collect();
+    assert_eq!(keys, ["my-local:*", "openai:gpt-4o"]);
+    let gpt = &prices.models[&PriceKey {
+        provider: "openai".into(),
+        model: Some("gpt-4o".into()),
+    }];
+    assert_eq!(
+        *gpt,
+        ModelPrice {
+            input: 2.5,
+            output: 10.0,
+            cached_input: 1.25,
+            cache_write: 3.125
+        }
+    );
+    // Without the block: reject unknown prices, no overrides.
+    let config = load("defaults: {}\nfeatures: {chat: {}}\n");
+    assert_eq!(*config.prices(), Prices::default());
+    assert_eq!(config.prices().unknown, UnknownModels::Reject);
+    let config = load("defaults: {}\nfeatures: {chat: {}}\nprices: {unknown: reject}\n");
+    assert_eq!(config.prices().unknown, UnknownModels::Reject);
+}
+
+#[test]
+fn price_errors_name_the_key_and_the_fix() {
+    let text = error(
+        r#"
+defaults: {}
+features:
+  chat: {}
+prices:
+  unknown: free
+  model: {}
+  models:
+    gpt-4o: {input: 1, output: 1}
+    "openai:gpt-4o": {input: -1, output: "1e999"}
+    "openai:gpt-4o-mini": {input: 1}
+    "mock:*": {input: 1, output: 1, cached: 0.5}
+    "mock:echo": {input: "${PRICE}", output: 1}
+"#,
+    );
+    let expected = [
+        "config.yaml: prices.model: unknown key; expected one of: unknown, models (did you mean \"models\"?)",
+        "config.yaml: prices.models.gpt-4o: \"gpt-4o\" is not written as provider:model or provider:*; write it as e.g. \"openai:gpt-4o\", or \"openai:*\" for every model of a provider",
+        "config.yaml: prices.models.\"mock:*\".cached: unknown key; expected one of: input, output, cached_input, cache_write",
+        "config.yaml: prices.models.\"mock:echo\".input: environment variable PRICE is not set; set it, or give a default with ${PRICE:-default}",
+        "config.yaml: prices.models.\"openai:gpt-4o\".input: must be a number of 0 or more, found -1; write a price in USD per million tokens, e.g. 2.5 (0 for a free model)",
+        "config.yaml: prices.models.\"openai:gpt-4o\".output: must be a number of 0 or more, found inf; write a price in USD per million tokens, e.g. 2.5 (0 for a free model)",
+        "config.yaml: prices.models.\"openai:gpt-4o-mini\".output: missing; add it, e.g. output: 10.0",
+        "config.yaml: prices.unknown: \"free\" is not a policy for unknown prices; write unknown: reject, or a price such as unknown: {input: 1.0, output: 4.0}",
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), expected);
 }
 
 #[test]
@@ -518,7 +658,13 @@ features:
             window: BudgetWindow::Week
         })
     );
-    assert_eq!(from_env.rate_limit, Some(RateLimit { per_minute: 30 }));
+    assert_eq!(
+        from_env.rate_limit,
+        Some(RateLimit {
+            per_minute: Some(30),
+            tokens_per_minute: None
+        })
+    );
     assert_eq!(chat.description, "served by llm.internal");
     assert_eq!(chat.custom["note"], "literal ${HOST}");
 }
@@ -900,4 +1046,153 @@ async fn without_policy_keys_the_gateway_keeps_standard_retries() {
     assert_eq!(retry, RetryPolicy::standard());
     assert_eq!(timeouts, Timeouts::default());
     assert!(fallbacks.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Limits and prices in the gateway.
+// ---------------------------------------------------------------------------------------
+
+/// Runs `model` for `feature` through the gateway's pipeline; the reply and the cost every
+/// completion hook saw.
+async fn run_priced(gateway: &Gateway, feature: &str, model: &str) -> (Reply, Option<u64>) {
+    let req = ChatRequest {
+        model: model.into(),
+        messages: vec![Message::new("user", "hello")],
+        metadata: Some(meta(json!({"feature": feature}))),
+        ..ChatRequest::default()
+    };
+    let ctx = Ctx::new("req_test", &Request::from(req.clone()), gateway.providers());
+    let mut pipeline = Pipeline::new(ctx);
+    gateway.build(&mut pipeline);
+    let seen = Arc::new(Mutex::new(None));
+    let write = Arc::clone(&seen);
+    pipeline.add(Hooks::new("peek").on_complete(move |ctx, _| {
+        *write.lock().unwrap() = Some(ctx.cost_nanos());
+    }));
+    let reply = pipeline.start(Request::from(req)).await;
+    // A non-streamed request completes in a task after its answer.
+    for _ in 0..400 {
+        if let Some(cost) = *seen.lock().unwrap() {
+            return (reply, cost);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the completion hooks never ran");
+}
+
+fn error_code(reply: &Reply) -> Option<&str> {
+    reply.result.as_ref().err().and_then(|e| e.code())
+}
+
+const PRICED: &str = r#"
+defaults: {}
+prices:
+  models:
+    "mock:*": {input: 1000, output: 2000}
+    "mock:exact": {input: 1, output: 1}
+    "cheap:*": {input: 0, output: 0}
+features:
+  plain:
+    budget_constraints:
+      all: {dimensions: [], budget_limit: {limit: 1000, window: 1d}}
+  aliased:
+    providers:
+      my-mock: {provider: mock}
+      cheap: {provider: mock}
+    budget_constraints:
+      all: {dimensions: [feature], budget_limit: {limit: 1000, window: 1d}}
+  unlimited: {}
+  strict:
+    budget_constraints:
+      all: {dimensions: [], budget_limit: {limit: 1000, window: 1d}}
+      two: {dimensions: [feature], rate_limit: {per_minute: 2}}
+"#;
+
+#[tokio::test]
+async fn prices_override_the_embedded_table_per_provider_and_alias() {
+    let gateway = gateway(PRICED).unwrap();
+    // "hello" is 8 prompt tokens and 2 completion tokens at the mock.
+    let (reply, cost) = run_priced(&gateway, "plain", "mock:echo").await;
+    assert!(reply.result.is_ok());
+    assert_eq!(cost, Some(8 * 1_000_000 + 2 * 2_000_000));
+    let (_, cost) = run_priced(&gateway, "plain", "mock:exact").await;
+    assert_eq!(cost, Some(8 * 1_000 + 2 * 1_000));
+    // An alias without its own price costs what its provider type's model costs.
+    let (_, cost) = run_priced(&gateway, "aliased", "my-mock:echo").await;
+    assert_eq!(cost, Some(12_000_000));
+    // An alias priced by its own name.
+    let (_, cost) = run_priced(&gateway, "aliased", "cheap:echo").await;
+    assert_eq!(cost, Some(0));
+    // A feature without constraints runs no limits (and prices nothing).
+    let (reply, cost) = run_priced(&gateway, "unlimited", "mock:echo").await;
+    assert!(reply.result.is_ok());
+    assert_eq!(cost, None);
+    assert!(!reply.headers.contains_key("x-ratelimit-limit-requests"));
+}
+
+#[tokio::test]
+async fn the_gateway_enforces_each_features_constraints() {
+    let gateway = gateway(PRICED).unwrap();
+    for remaining in ["1", "0"] {
+        let (reply, _) = run_priced(&gateway, "strict", "mock:echo").await;
+        assert!(reply.result.is_ok());
+        assert_eq!(reply.headers["x-ratelimit-remaining-requests"], remaining);
+    }
+    let (reply, _) = run_priced(&gateway, "strict", "mock:echo").await;
+    let err = reply.result.as_ref().unwrap_err();
+    assert_eq!(err.status(), 429);
+    assert_eq!(
+        err.message(),
+        "Rate limit exceeded: two. Current usage: 2 requests/minute, Limit: 2 requests/minute"
+    );
+    // Another feature is not limited by it.
+    let (reply, _) = run_priced(&gateway, "plain", "mock:echo").await;
+    assert!(reply.result.is_ok());
+    // The gateway's backend holds the counters.
+    let counters = gateway.limit_backend().counters().await.unwrap();
+    let names: Vec<String> = counters.iter().map(|c| c.key.to_string()).collect();
+    assert_eq!(names, ["all", "two[strict]"]);
+}
+
+#[tokio::test]
+async fn unknown_prices_are_refused_or_charged_as_configured() {
+    let yaml = "defaults:\n  budget_constraints:\n    all: {dimensions: [], budget_limit: {limit: 10, window: 1h}}\nfeatures:\n  default: {}\n";
+    let gateway = gateway(yaml).unwrap();
+    let (reply, _) = run_priced(&gateway, "default", "openai:no-such-model").await;
+    assert_eq!(error_code(&reply), Some("unknown_model_price"));
+    assert_eq!(
+        reply.result.as_ref().unwrap_err().message(),
+        "no price is known for model 'openai:no-such-model', which the budget 'all' needs; add it under prices: in the configuration, or set a price for unknown models"
+    );
+
+    // Charged: admitted, so the call goes out (and fails for want of a key).
+    let gateway = self::gateway(&format!(
+        "{yaml}prices: {{unknown: {{input: 1, output: 1}}}}\n"
+    ))
+    .unwrap();
+    let (reply, _) = run_priced(&gateway, "default", "openai:no-such-model").await;
+    assert_eq!(reply.result.as_ref().unwrap_err().status(), 401);
+}
+
+#[tokio::test]
+async fn budgets_of_one_name_must_share_their_window() {
+    let err = gateway(
+        "defaults:
+  budget_constraints:
+    daily: {dimensions: [user_id], budget_limit: {limit: 10, window: 1d}}
+features:
+  a: {}
+  b:
+    budget_constraints:
+      daily: {dimensions: [user_id], budget_limit: {limit: 20, window: 1d}}
+  c:
+    budget_constraints:
+      daily: {dimensions: [user_id], budget_limit: {limit: 5, window: 1h}}
+",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config.yaml: features.c.budget_constraints.daily.budget_limit.window: the budget \"daily\" of feature \"a\" has window 1d, and budgets of one name share their spend; use window: 1d here too, or give this budget another name"
+    );
 }

@@ -1,10 +1,32 @@
-//! Rate limits and cost budgets for SLLMP.
+//! Rate limits and cost budgets for SLLMP, exact under concurrency.
 //!
-//! This crate will hold the limit middleware: per-dimension request rates and spend budgets
-//! (`feature`, `user_id`, `organization`, `team`, `meta:<key>`), checked atomically before
-//! the provider call and charged from the pipeline's usage when the request completes, with
-//! an in-memory store and a Redis store. It depends on `sllmp-pipeline` and `sllmp-core`,
-//! never on axum, a provider or `sllmp-observe`.
+//! A [`Constraint`] counts usage per combination of its [`Dimension`]s' values (`feature`,
+//! `user_id`, `organization`, `team`, `api_key`, `model`, `provider`, `meta:<key>`), with a
+//! [`BudgetLimit`] (spend per fixed UTC [`Window`]) and/or a [`RateLimit`] (requests and
+//! tokens per sliding minute). The [`Limiter`] middleware reserves, before the provider
+//! call, one request, the estimated tokens and the estimated cost on every constraint a
+//! request matches, in one all-or-nothing step of its [`LimitBackend`]; at completion it
+//! settles the reservation to the actual cost, priced from the embedded [`PriceTable`]
+//! (streams, cancelled requests and shutdowns included: completion always runs).
 //!
-//! It is empty in this release: the configuration loader refuses `budget_constraints` rather
-//! than accept limits it would not enforce.
+//! It depends on `sllmp-pipeline` and `sllmp-core`, never on axum, a provider or
+//! `sllmp-observe`.
+
+mod backend;
+mod constraint;
+mod estimate;
+mod limiter;
+mod memory;
+mod price;
+
+pub use backend::{
+    Actual, Admission, BackendError, Claim, CounterKey, CounterView, LimitBackend, LimitKind,
+    RateState, Rejection, Ticket,
+};
+pub use constraint::{
+    BudgetLimit, Constraint, Dimension, RateLimit, Window, nanos_to_usd, usd_to_nanos,
+};
+pub use estimate::{DEFAULT_OUTPUT_TOKENS, estimate_tokens};
+pub use limiter::{ClientKeyId, LimitMiddleware, Limiter, OnBackendError, Pricing};
+pub use memory::InMemory;
+pub use price::{Price, PriceTable, UnknownPrice};

@@ -55,7 +55,7 @@
 //! | `config` | The YAML configuration and the [`config::Gateway`] it builds (implies `providers`, `observe`) | yes |
 //! | `providers` | Provider adapters: `openai`, `mock` | yes |
 //! | `observe` | Observability middleware (request logging) | yes |
-//! | `limit` | Rate limits and budgets (coming) | yes |
+//! | `limit` | Rate limits and budgets: `Limiter`, `InMemory`, prices | yes |
 //! | `full` | All of the above | no |
 //! | `cli` | What the `sllmp` binary needs (clap, mimalloc) | yes |
 //!
