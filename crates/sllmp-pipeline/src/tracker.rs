@@ -1,8 +1,11 @@
 //! [`CompletionTracker`]: counts the requests whose completion work is still running, so
 //! that a shutdown can wait for it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -25,8 +28,16 @@ pub struct CompletionTracker {
 struct Inner {
     active: AtomicUsize,
     idle: Notify,
-    aborted: std::sync::atomic::AtomicBool,
-    abort: Notify,
+    aborted: AtomicBool,
+    /// The tasks waiting for an abort, woken by it.
+    waiting: Mutex<Waiters>,
+}
+
+/// Wakers in slots that are reused, so memory stays bounded by the requests in flight.
+#[derive(Default)]
+struct Waiters {
+    slots: Vec<Option<Waker>>,
+    free: Vec<usize>,
 }
 
 impl CompletionTracker {
@@ -61,7 +72,10 @@ impl CompletionTracker {
     /// `server_shutting_down` and runs its completion hooks.
     pub fn abort(&self) {
         self.inner.aborted.store(true, Ordering::Release);
-        self.inner.abort.notify_waiters();
+        let mut waiting = self.inner.lock_waiters();
+        for waker in waiting.slots.iter_mut().filter_map(Option::take) {
+            waker.wake();
+        }
     }
 
     pub(crate) fn enter(&self) -> Token {
@@ -85,6 +99,12 @@ pub(crate) struct Token {
     inner: Arc<Inner>,
 }
 
+impl Inner {
+    fn lock_waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 impl Token {
     /// A signal that resolves when the tracker aborts its pipelines.
     pub(crate) fn abort_signal(&self) -> AbortSignal {
@@ -101,18 +121,71 @@ impl AbortSignal {
         AbortSignal(None)
     }
 
-    pub(crate) async fn wait(&self) {
-        let Some(inner) = &self.0 else {
-            return std::future::pending().await;
+    /// A future resolving at the abort. It registers its task once and, polled again by
+    /// the same task, only reads a flag: no lock per poll (a `Notify` takes one on every
+    /// poll of a waiting future).
+    pub(crate) fn wait(&self) -> AbortWait<'_> {
+        AbortWait {
+            inner: self.0.as_deref(),
+            slot: None,
+            waker: None,
+        }
+    }
+}
+
+/// See [`AbortSignal::wait`].
+pub(crate) struct AbortWait<'a> {
+    inner: Option<&'a Inner>,
+    slot: Option<usize>,
+    /// The waker registered in `slot`, to tell whether a poll comes from the same task.
+    waker: Option<Waker>,
+}
+
+impl Future for AbortWait<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(inner) = self.inner else {
+            return Poll::Pending;
         };
-        loop {
-            let notified = inner.abort.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if inner.aborted.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
+        if inner.aborted.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        let waker = cx.waker().clone();
+        {
+            let mut waiting = inner.lock_waiters();
+            let slot = match self.slot {
+                Some(slot) => slot,
+                None => match waiting.free.pop() {
+                    Some(slot) => slot,
+                    None => {
+                        waiting.slots.push(None);
+                        waiting.slots.len() - 1
+                    }
+                },
+            };
+            waiting.slots[slot] = Some(waker.clone());
+            self.slot = Some(slot);
+        }
+        self.waker = Some(waker);
+        // An abort between the first check and the registration is not missed.
+        if inner.aborted.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for AbortWait<'_> {
+    fn drop(&mut self) {
+        if let (Some(inner), Some(slot)) = (self.inner, self.slot) {
+            let mut waiting = inner.lock_waiters();
+            waiting.slots[slot] = None;
+            waiting.free.push(slot);
         }
     }
 }

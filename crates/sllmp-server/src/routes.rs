@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::Stream;
@@ -110,7 +110,7 @@ fn set_model_header(response: &mut Response, route: &Route) {
 }
 
 /// The response header naming the target that answered.
-pub const X_SLLMP_MODEL: &str = "x-sllmp-model";
+pub const X_SLLMP_MODEL: HeaderName = HeaderName::from_static("x-sllmp-model");
 
 /// The whole request body, at most `limit` bytes (a `content-length` over it is refused
 /// before anything is read).
