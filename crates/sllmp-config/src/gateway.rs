@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sllmp_core::{Error, ModelInfo, ProviderRegistry, Request, Route, Secret};
 use sllmp_limit::{
     InMemory, LimitBackend, LimitMiddleware, Limiter, OnBackendError, Price, PriceTable, Pricing,
-    UnknownPrice, Window,
+    RedisBackend, RedisOptions, UnknownPrice, Window,
 };
 use sllmp_observe::RequestLog;
 use sllmp_pipeline::{
@@ -16,8 +16,8 @@ use sllmp_providers::{DEFAULT_API_BASE, HttpClient, PROVIDER_TYPES};
 
 use crate::error::{KeyPath, Problem, Seg};
 use crate::{
-    BudgetWindow, Config, ConfigError, Constraint, Dimension, FeatureError, ModelPrice, Prices,
-    ResolvedFeature, UnknownModels,
+    BudgetWindow, Config, ConfigError, Constraint, Dimension, FeatureError, ModelPrice,
+    OnRedisError, Prices, ResolvedFeature, ServerSettings, UnknownModels,
 };
 
 /// The providers and pipeline a configuration describes, ready to serve.
@@ -31,7 +31,9 @@ use crate::{
 /// embedded table with the file's `prices:` on top, its aliases priced as their provider
 /// type), all counted in one in-memory backend for the whole gateway
 /// ([`Gateway::limit_backend`]): constraints of the same name and dimension values share a
-/// counter across features, and counters are per process.
+/// counter across features, and counters are per process. With `server.redis_url`, the
+/// counters are in Redis instead, shared by every replica (`server.on_redis_error` says what
+/// a Redis failure does).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -57,8 +59,8 @@ struct Inner {
     features: BTreeMap<String, FeatureRuntime>,
     default_providers: Arc<ProviderRegistry>,
     models: Vec<ModelInfo>,
-    /// Every feature's limit counters.
-    limits: Arc<InMemory>,
+    /// Every feature's limit counters (in memory, or the Redis backend for views and resets).
+    limits: Arc<dyn LimitBackend>,
     /// Whether some feature has constraints (otherwise no limit middleware is added).
     limited: bool,
 }
@@ -96,7 +98,7 @@ impl Gateway {
         let openai_env_key = env("OPENAI_API_KEY")
             .filter(|k| !k.is_empty())
             .map(Secret::new);
-        let limits = Arc::new(InMemory::new());
+        let limits = LimitStore::new(config.server(), &mut problems);
         let prices = LimitPrices::new(config.prices());
         let mut windows = BTreeMap::new();
         for feature in config.features() {
@@ -161,6 +163,7 @@ impl Gateway {
             .map(|(id, owned_by)| ModelInfo { id, owned_by })
             .collect();
         let limited = features.values().any(|f| f.limiter.is_some());
+        let limits = limits.admin();
         Ok(Gateway {
             inner: Arc::new(Inner {
                 config,
@@ -191,9 +194,10 @@ impl Gateway {
     }
 
     /// The backend counting every feature's `budget_constraints` (in this process's
-    /// memory), for reading or resetting the live counters.
+    /// memory, or in Redis with `server.redis_url`), for reading or resetting the live
+    /// counters.
     pub fn limit_backend(&self) -> Arc<dyn LimitBackend> {
-        Arc::clone(&self.inner.limits) as Arc<dyn LimitBackend>
+        Arc::clone(&self.inner.limits)
     }
 
     /// Adds the configured middleware to `pipeline`, in order: feature selection (which
@@ -387,7 +391,7 @@ fn feature_limiter(
     feature: &ResolvedFeature,
     route: Option<&Route>,
     prices: &LimitPrices,
-    backend: &Arc<InMemory>,
+    store: &LimitStore,
 ) -> Option<Limiter> {
     if feature.budget_constraints.is_empty() {
         return None;
@@ -411,14 +415,87 @@ fn feature_limiter(
              add the model under prices.models, or set prices.unknown"
         );
     }
-    let constraints = feature.budget_constraints.values().map(limit_constraint);
-    let backend = Arc::clone(backend) as Arc<dyn LimitBackend>;
-    Some(Limiter::with(
-        constraints,
-        backend,
-        pricing,
-        OnBackendError::FailOpen,
-    ))
+    let constraints: Vec<sllmp_limit::Constraint> = feature
+        .budget_constraints
+        .values()
+        .map(limit_constraint)
+        .collect();
+    let (backend, on_error) = store.feature_backend(&constraints);
+    Some(Limiter::with(constraints, backend, pricing, on_error))
+}
+
+/// Where the limit counters live: one in-memory store for the gateway, or Redis.
+enum LimitStore {
+    Memory(Arc<InMemory>),
+    /// Each feature gets a Redis backend of its own (each feature's limiter numbers its
+    /// tickets from 1, and a backend tells tickets apart by their number); `admin` knows
+    /// every constraint, for the views.
+    Redis {
+        options: RedisOptions,
+        admin: Arc<RedisBackend>,
+    },
+}
+
+impl LimitStore {
+    fn new(server: &ServerSettings, problems: &mut Vec<Problem>) -> LimitStore {
+        let memory = || LimitStore::Memory(Arc::new(InMemory::new()));
+        let Some(url) = &server.redis_url else {
+            return memory();
+        };
+        let options = RedisOptions {
+            urls: vec![url.expose().trim().to_owned()],
+            cluster: server.redis_cluster,
+            prefix: server.redis_prefix.clone(),
+            timeout: server.redis_timeout,
+            on_error: match server.on_redis_error {
+                OnRedisError::FailOpen => OnBackendError::FailOpen,
+                OnRedisError::FailClosed => OnBackendError::FailClosed,
+            },
+            ..RedisOptions::default()
+        };
+        match RedisBackend::new(options.clone()) {
+            Ok(admin) => LimitStore::Redis {
+                options,
+                admin: Arc::new(admin),
+            },
+            Err(err) => {
+                // The message never holds the URL (it may hold a password).
+                problems.push(Problem::at(
+                    &KeyPath::root().key("server").key("redis_url"),
+                    format!("{err}; write e.g. \"redis://127.0.0.1:6379\""),
+                ));
+                memory()
+            }
+        }
+    }
+
+    /// The backend of one feature's limiter, and its policy for a failing backend.
+    fn feature_backend(
+        &self,
+        constraints: &[sllmp_limit::Constraint],
+    ) -> (Arc<dyn LimitBackend>, OnBackendError) {
+        match self {
+            LimitStore::Memory(memory) => (
+                Arc::clone(memory) as Arc<dyn LimitBackend>,
+                OnBackendError::FailOpen,
+            ),
+            LimitStore::Redis { options, admin } => {
+                for constraint in constraints {
+                    admin.know(Arc::new(constraint.clone()));
+                }
+                let backend = RedisBackend::new(options.clone())
+                    .expect("the same options were accepted for the admin backend");
+                (Arc::new(backend), options.on_error)
+            }
+        }
+    }
+
+    fn admin(self) -> Arc<dyn LimitBackend> {
+        match self {
+            LimitStore::Memory(memory) => memory,
+            LimitStore::Redis { admin, .. } => admin,
+        }
+    }
 }
 
 /// A configured constraint as `sllmp-limit` enforces it.

@@ -85,6 +85,12 @@
 //!   models:                  # over the embedded table; cached_input, cache_write default to input
 //!     "openai:gpt-4o": {input: 2.5, output: 10.0, cached_input: 1.25, cache_write: 3.125}
 //!     "my-local:*": {input: 0, output: 0}   # every model of a provider or alias
+//! server:                    # optional, global: the gateway process
+//!   redis_url: "${REDIS_URL}"   # limit counters in Redis (shared by replicas); empty: in memory
+//!   redis_cluster: false     # true: redis_url is a node of a Redis Cluster
+//!   redis_timeout: 100ms     # the longest a request waits on Redis
+//!   on_redis_error: fail_open   # or fail_closed (503 limits_unavailable)
+//!   redis_prefix: "sllmp:limits:"   # every key starts with {prefix} (its hash tag)
 //! ```
 //!
 //! Inheritance: `provider_api_keys`, `providers` and `budget_constraints` merge by key (a
@@ -103,7 +109,7 @@
 //! - A budget constraint must set `budget_limit` or `rate_limit`; the keys the original's
 //!   README showed (`max_cost`, `window_seconds`, `max_requests`), which its code never
 //!   read, are refused with the right ones.
-//! - `prices` is a new top-level key.
+//! - `prices` and `server` are new top-level keys.
 //! - Numbers and booleans may be written as strings, so `${VAR}` can supply them.
 //! - `retry`, `timeouts` and `fallbacks` are new keys.
 //! - An unknown feature named by a request is an error, not a fall-back to `default`, and
@@ -126,8 +132,8 @@ pub use feature::FeatureError;
 pub use gateway::Gateway;
 pub use resolve::ResolvedFeature;
 pub use schema::{
-    BudgetLimit, BudgetWindow, Constraint, Dimension, LangfuseConfig, ModelPrice, PriceKey, Prices,
-    ProviderAlias, RateLimit, UnknownModels,
+    BudgetLimit, BudgetWindow, Constraint, Dimension, LangfuseConfig, ModelPrice, OnRedisError,
+    PriceKey, Prices, ProviderAlias, RateLimit, ServerSettings, UnknownModels,
 };
 
 /// A loaded, checked configuration, with every feature already resolved against
@@ -138,6 +144,7 @@ pub use schema::{
 pub struct Config {
     features: BTreeMap<String, ResolvedFeature>,
     prices: Prices,
+    server: ServerSettings,
     origin: String,
 }
 
@@ -170,9 +177,11 @@ impl Config {
         let mut raw =
             load::load(src, env).map_err(|problems| ConfigError::new(origin, problems))?;
         let prices = raw.prices.take().unwrap_or_default();
+        let server = raw.server.take().unwrap_or_default();
         Ok(Config {
             features: resolve::resolve(raw),
             prices,
+            server,
             origin: origin.to_owned(),
         })
     }
@@ -191,6 +200,12 @@ impl Config {
     /// embedded price table, and what a model with no price costs.
     pub fn prices(&self) -> &Prices {
         &self.prices
+    }
+
+    /// The top-level `server:` block (the defaults when the file has none): where the limit
+    /// counters live.
+    pub fn server(&self) -> &ServerSettings {
+        &self.server
     }
 
     /// The resolved feature named `name` (case-sensitive).

@@ -45,6 +45,8 @@ pub(crate) struct RawConfig {
     pub(crate) features: Option<BTreeMap<FeatureName, Option<RawFeature>>>,
     /// Prices for budgets, for every feature.
     pub(crate) prices: Option<Prices>,
+    /// Settings of the gateway process (the Redis behind the limits).
+    pub(crate) server: Option<ServerSettings>,
 }
 
 /// `defaults:`: a feature without `description`, `owner` and `custom`.
@@ -592,6 +594,129 @@ impl TryFrom<RawRateLimit> for RateLimit {
             tokens_per_minute: raw.tokens_per_minute,
         })
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The top-level `server:` block.
+// ---------------------------------------------------------------------------------------
+
+/// What a Redis failure does to a request (`server.on_redis_error`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Serve it, counting in the process's memory until Redis answers (`fail_open`, the
+    /// default); logged once per outage.
+    #[default]
+    FailOpen,
+    /// Refuse it with a 503 `limits_unavailable` (`fail_closed`).
+    FailClosed,
+}
+
+impl<'de> Deserialize<'de> for OnRedisError {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.trim() {
+            "fail_open" => Ok(OnRedisError::FailOpen),
+            "fail_closed" => Ok(OnRedisError::FailClosed),
+            other => Err(de::Error::custom(format!(
+                "{other:?} is not a policy; write fail_open (serve, counting locally) or \
+                 fail_closed (answer 503)"
+            ))),
+        }
+    }
+}
+
+/// The top-level `server:` block: settings of the gateway process, for every feature.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerSettings {
+    /// Where the limit counters live (`redis_url`): `redis://host:port`, or for a cluster
+    /// any of its nodes with `redis_cluster: true`. `None` (absent or empty): in memory.
+    pub redis_url: Option<Secret>,
+    /// Whether `redis_url` is a node of a Redis Cluster (`redis_cluster`, default false).
+    pub redis_cluster: bool,
+    /// How long a request may wait on Redis (`redis_timeout`, default 100 ms).
+    pub redis_timeout: Duration,
+    /// What a Redis failure does (`on_redis_error`, default `fail_open`).
+    pub on_redis_error: OnRedisError,
+    /// What every key starts with (`redis_prefix`, default `sllmp:limits:`); it is the
+    /// keys' hash tag.
+    pub redis_prefix: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            redis_url: None,
+            redis_cluster: false,
+            redis_timeout: Duration::from_millis(100),
+            on_redis_error: OnRedisError::FailOpen,
+            redis_prefix: "sllmp:limits:".to_owned(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    redis_url: Option<Secret>,
+    #[serde(default, deserialize_with = "some_bool")]
+    redis_cluster: Option<bool>,
+    #[serde(default, deserialize_with = "some_positive_duration")]
+    redis_timeout: Option<Duration>,
+    on_redis_error: Option<OnRedisError>,
+    #[serde(default, deserialize_with = "some_prefix")]
+    redis_prefix: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for ServerSettings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = RawServer::deserialize(deserializer)?;
+        let default = ServerSettings::default();
+        Ok(ServerSettings {
+            redis_url: raw.redis_url.filter(|url| !url.expose().trim().is_empty()),
+            redis_cluster: raw.redis_cluster.unwrap_or(default.redis_cluster),
+            redis_timeout: raw.redis_timeout.unwrap_or(default.redis_timeout),
+            on_redis_error: raw.on_redis_error.unwrap_or_default(),
+            redis_prefix: raw.redis_prefix.unwrap_or(default.redis_prefix),
+        })
+    }
+}
+
+fn some_prefix<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let prefix = String::deserialize(deserializer)?;
+    if prefix.is_empty() || prefix.contains(['{', '}']) {
+        Err(de::Error::custom(
+            "a key prefix must be non-empty and without braces (it is the keys' hash tag); \
+             write e.g. \"sllmp:limits:\"",
+        ))
+    } else {
+        Ok(Some(prefix))
+    }
+}
+
+fn some_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<bool>, D::Error> {
+    struct V;
+
+    impl Visitor<'_> for V {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("true or false")
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+            match v.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(E::custom(format!("{v:?} is not true or false"))),
+            }
+        }
+    }
+
+    deserializer.deserialize_any(V).map(Some)
 }
 
 // ---------------------------------------------------------------------------------------

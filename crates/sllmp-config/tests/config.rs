@@ -1196,3 +1196,64 @@ features:
         "config.yaml: features.c.budget_constraints.daily.budget_limit.window: the budget \"daily\" of feature \"a\" has window 1d, and budgets of one name share their spend; use window: 1d here too, or give this budget another name"
     );
 }
+
+#[test]
+fn the_server_block_reads_redis_settings() {
+    use sllmp_config::{OnRedisError, ServerSettings};
+    use std::time::Duration;
+    let config = load("defaults: {}\nfeatures:\n  chat: {}\n");
+    assert_eq!(config.server(), &ServerSettings::default());
+    assert_eq!(config.server().redis_timeout, Duration::from_millis(100));
+    assert_eq!(config.server().redis_prefix, "sllmp:limits:");
+    let config = load(
+        "server:\n  redis_url: \"redis://:s3cr3t@127.0.0.1:6379\"\n  redis_timeout: 250ms\n  \
+         on_redis_error: fail_closed\n  redis_prefix: \"gw1:\"\n  redis_cluster: true\n\
+         defaults: {}\nfeatures:\n  chat: {}\n",
+    );
+    let server = config.server();
+    assert_eq!(
+        server.redis_url.as_ref().map(|u| u.expose()),
+        Some("redis://:s3cr3t@127.0.0.1:6379")
+    );
+    assert!(!format!("{config:?}").contains("s3cr3t"));
+    assert_eq!(server.redis_timeout, Duration::from_millis(250));
+    assert_eq!(server.on_redis_error, OnRedisError::FailClosed);
+    assert_eq!(server.redis_prefix, "gw1:");
+    assert!(server.redis_cluster);
+    // Empty is unset.
+    let config = load("server: {redis_url: \"\"}\ndefaults: {}\nfeatures:\n  chat: {}\n");
+    assert_eq!(config.server().redis_url, None);
+}
+
+#[test]
+fn bad_server_settings() {
+    let text = error(
+        "server:\n  redis_timeot: 1s\n  on_redis_error: open\n  redis_prefix: \"{x}\"\n  \
+         redis_timeout: 100\ndefaults: {}\nfeatures:\n  chat: {}\n",
+    );
+    assert!(
+        text.contains("server.redis_timeot: unknown key")
+            && text.contains("did you mean \"redis_timeout\"?"),
+        "{text}"
+    );
+    let text = error("server:\n  on_redis_error: open\ndefaults: {}\nfeatures:\n  chat: {}\n");
+    assert!(
+        text.contains("server.on_redis_error: \"open\" is not a policy; write fail_open"),
+        "{text}"
+    );
+    let text = error("server:\n  redis_prefix: \"{x}\"\ndefaults: {}\nfeatures:\n  chat: {}\n");
+    assert!(
+        text.contains("server.redis_prefix: a key prefix must be non-empty and without braces"),
+        "{text}"
+    );
+    let text = error("server:\n  redis_timeout: 100\ndefaults: {}\nfeatures:\n  chat: {}\n");
+    assert!(
+        text.contains("server.redis_timeout: a bare number is not a duration"),
+        "{text}"
+    );
+    let text = error("server:\n  redis_timeout: 0s\ndefaults: {}\nfeatures:\n  chat: {}\n");
+    assert!(
+        text.contains("server.redis_timeout: must be greater than 0"),
+        "{text}"
+    );
+}

@@ -9,6 +9,10 @@
 //! settles the reservation to the actual cost, priced from the embedded [`PriceTable`]
 //! (streams, cancelled requests and shutdowns included: completion always runs).
 //!
+//! Two backends: [`InMemory`] (exact within a process) and [`RedisBackend`] (exact across
+//! every replica sharing a Redis or a Redis Cluster: one script call to reserve, one to
+//! settle; a short timeout and a fail-open or fail-closed policy when Redis fails).
+//!
 //! It depends on `sllmp-pipeline` and `sllmp-core`, never on axum, a provider or
 //! `sllmp-observe`.
 
@@ -18,7 +22,9 @@ mod estimate;
 mod limiter;
 mod memory;
 mod price;
+mod redis;
 
+pub use crate::redis::{RedisBackend, RedisOptions};
 pub use backend::{
     Actual, Admission, BackendError, Claim, CounterKey, CounterView, LimitBackend, LimitKind,
     RateState, Rejection, Ticket,

@@ -154,7 +154,6 @@ struct Inner {
     backend: Arc<dyn LimitBackend>,
     pricing: Arc<Pricing>,
     on_error: OnBackendError,
-    next_ticket: AtomicU64,
     /// Whether the backend is failing (an outage is logged once).
     failing: AtomicBool,
 }
@@ -204,7 +203,6 @@ impl Limiter {
                 backend,
                 pricing: Arc::new(pricing),
                 on_error,
-                next_ticket: AtomicU64::new(1),
                 failing: AtomicBool::new(false),
             }),
         }
@@ -228,6 +226,10 @@ impl Limiter {
         }
     }
 }
+
+/// Ticket ids, unique in the process: limiters of several features may share a backend,
+/// which tells reservations apart by id.
+static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
 
 /// One request's side of a [`Limiter`]: its reservation, settled at completion.
 pub struct LimitMiddleware {
@@ -282,7 +284,7 @@ impl Middleware for LimitMiddleware {
             0
         };
         let ticket = Ticket {
-            id: limiter.next_ticket.fetch_add(1, Ordering::Relaxed),
+            id: NEXT_TICKET.fetch_add(1, Ordering::Relaxed),
             claims,
             cost_nanos,
             tokens: input + output,
