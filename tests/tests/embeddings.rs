@@ -368,7 +368,7 @@ async fn the_request_log_names_the_embeddings_operation() {
          operation=\"embeddings\" feature=\"\" model=\"openai:text-embedding-3-small\" \
          provider=\"openai\" provider_model=\"text-embedding-3-small\" stream=false \
          outcome=\"success\" status=200 error_type=\"\" error=\"\" attempts=1 prompt_tokens=2 \
-         completion_tokens=0 usage_estimated=false"
+         completion_tokens=0 usage_estimated=false cost_usd=-1.0"
     );
 }
 

@@ -277,3 +277,27 @@ features:
         )
     );
 }
+
+/// The request log says what each request cost, from the same prices the budget charges.
+#[tokio::test]
+async fn the_request_log_shows_the_cost() {
+    let capture = sllmp_test_support::LogCapture::global(|| sllmp::observe::LineFormat);
+    let (server, _backend) = serve(&budget("5.0", false)).await;
+    let answer = server
+        .chat_with(&chat("logged"), &[("x-request-id", "req_cost_log")])
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let expected = format!(" cost_usd={:?} ", cost_nanos(&answer) as f64 / 1e9);
+    for _ in 0..200 {
+        if let Some(line) = capture
+            .text()
+            .lines()
+            .find(|line| line.contains("request_id=\"req_cost_log\""))
+        {
+            assert!(line.contains(&expected), "{expected} in {line}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no request line for req_cost_log");
+}

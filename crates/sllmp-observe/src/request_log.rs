@@ -12,8 +12,9 @@ use crate::line_format::{with_line, write_f64, write_quoted, write_timestamp};
 
 /// Logs one `tracing` event per request, at completion, on the `sllmp::request` target:
 /// request id, operation (`chat`, `embeddings`), feature, requested model, provider and provider model, stream or not, outcome,
-/// status, error type, attempts, token usage (flagged when estimated), latency and time to
-/// first chunk. Never the messages, never a header, never a key.
+/// status, error type, attempts, token usage (flagged when estimated), cost in USD (from
+/// the limits' prices, [`Ctx::cost_nanos`]; `-1.0` when no price is known or no limits are
+/// configured), latency and time to first chunk. Never the messages, never a header, never a key.
 ///
 /// Requests that failed with a 5xx (provider or internal failures) log at `warn`; the rest,
 /// client errors and cancellations included, at `info`.
@@ -56,6 +57,7 @@ macro_rules! request_event {
             prompt_tokens = $line.prompt_tokens,
             completion_tokens = $line.completion_tokens,
             usage_estimated = $line.usage_estimated,
+            cost_usd = $line.cost_usd,
             latency_ms = $line.latency_ms,
             ttft_ms = $line.ttft_ms,
             "request completed"
@@ -125,6 +127,7 @@ struct Line<'a> {
     prompt_tokens: u64,
     completion_tokens: u64,
     usage_estimated: bool,
+    cost_usd: f64,
     latency_ms: f64,
     ttft_ms: f64,
 }
@@ -154,6 +157,7 @@ impl<'a> Line<'a> {
             prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
             completion_tokens: usage.map_or(0, |u| u.completion_tokens),
             usage_estimated: ctx.usage_is_estimated(),
+            cost_usd: ctx.cost_nanos().map_or(-1.0, |nanos| nanos as f64 / 1e9),
             latency_ms: ctx.elapsed().as_secs_f64() * 1000.0,
             ttft_ms: ctx
                 .time_to_first_chunk()
@@ -211,10 +215,12 @@ impl<'a> Line<'a> {
             line.push_str(number.format(value));
         }
         line.push_str(if self.usage_estimated {
-            " usage_estimated=true latency_ms="
+            " usage_estimated=true cost_usd="
         } else {
-            " usage_estimated=false latency_ms="
+            " usage_estimated=false cost_usd="
         });
+        write_f64(line, self.cost_usd)?;
+        line.push_str(" latency_ms=");
         write_f64(line, self.latency_ms)?;
         line.push_str(" ttft_ms=");
         write_f64(line, self.ttft_ms)?;
@@ -248,6 +254,7 @@ mod tests {
             prompt_tokens: 46,
             completion_tokens: 29,
             usage_estimated: false,
+            cost_usd: 0.000123,
             latency_ms: 6.804762,
             ttft_ms: -1.0,
         };
@@ -259,6 +266,7 @@ mod tests {
             error: "upstream said \"no\"\nthen: 🦀 \\ done",
             attempts: 3,
             usage_estimated: true,
+            cost_usd: -1.0,
             latency_ms: 1234.5,
             ttft_ms: 12.25,
             ..plain

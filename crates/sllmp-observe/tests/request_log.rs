@@ -114,7 +114,7 @@ async fn a_completed_request_is_one_info_line_with_its_fields() {
         "  INFO sllmp::request: request completed request_id=\"req_log_ok\" operation=\"chat\" feature=\"\" \
          model=\"fixed:m\" provider=\"fixed\" provider_model=\"m\" stream=false \
          outcome=\"success\" status=200 error_type=\"\" error=\"\" attempts=1 prompt_tokens=7 \
-         completion_tokens=2 usage_estimated=false"
+         completion_tokens=2 usage_estimated=false cost_usd=-1.0"
     );
     assert!(timing.ends_with(" ttft_ms=-1.0"), "{timing}");
     assert!(!line.contains("secret prompt"), "never the messages");

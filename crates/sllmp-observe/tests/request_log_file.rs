@@ -58,7 +58,7 @@ async fn under_init_logging_the_request_line_reaches_the_log_file() {
         "  INFO sllmp::request: request completed request_id=\"req_file_1\" operation=\"chat\" feature=\"\" \
          model=\"cache:m\" provider=\"\" provider_model=\"\" stream=false outcome=\"success\" \
          status=200 error_type=\"\" error=\"\" attempts=0 prompt_tokens=3 completion_tokens=2 \
-         usage_estimated=false"
+         usage_estimated=false cost_usd=0.0"
     );
     assert!(timing.ends_with(" ttft_ms=-1.0"), "{timing}");
     assert!(!text.contains("secret prompt"), "never the messages");
