@@ -1088,51 +1088,64 @@ fn some_attempts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u3
 // ---------------------------------------------------------------------------------------
 
 fn positive_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    struct V;
+    deserializer.deserialize_any(LenientNumber {
+        expecting: "a number greater than 0",
+        accept: |value| value > 0.0,
+        out_of_range: |value| {
+            format!("must be greater than 0, found {value}; set a positive amount, e.g. 10.0")
+        },
+        not_a_number: || {
+            "expected a number greater than 0, found text that is not a number; \
+             write a number such as 10.0"
+                .to_string()
+        },
+    })
+}
 
-    impl V {
-        fn check<E: de::Error>(value: f64) -> Result<f64, E> {
-            if value.is_finite() && value > 0.0 {
-                Ok(value)
-            } else {
-                Err(E::custom(format!(
-                    "must be greater than 0, found {value}; set a positive amount, e.g. 10.0"
-                )))
-            }
+/// A finite number, written as a number or as text holding one, that `accept` takes; the
+/// messages say what is wrong and how to fix it.
+struct LenientNumber {
+    expecting: &'static str,
+    accept: fn(f64) -> bool,
+    out_of_range: fn(f64) -> String,
+    not_a_number: fn() -> String,
+}
+
+impl LenientNumber {
+    fn check<E: de::Error>(&self, value: f64) -> Result<f64, E> {
+        if value.is_finite() && (self.accept)(value) {
+            Ok(value)
+        } else {
+            Err(E::custom((self.out_of_range)(value)))
         }
     }
+}
 
-    impl Visitor<'_> for V {
-        type Value = f64;
+impl Visitor<'_> for LenientNumber {
+    type Value = f64;
 
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a number greater than 0")
-        }
-
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
-            V::check(v)
-        }
-
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
-            V::check(v as f64)
-        }
-
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
-            V::check(v as f64)
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
-            match v.trim().parse::<f64>() {
-                Ok(value) => V::check(value),
-                Err(_) => Err(E::custom(
-                    "expected a number greater than 0, found text that is not a number; \
-                     write a number such as 10.0",
-                )),
-            }
-        }
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
     }
 
-    deserializer.deserialize_any(V)
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+        self.check(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+        self.check(v as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+        self.check(v as f64)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+        match v.trim().parse::<f64>() {
+            Ok(value) => self.check(value),
+            Err(_) => Err(E::custom((self.not_a_number)())),
+        }
+    }
 }
 
 fn some_positive_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
@@ -1215,52 +1228,15 @@ fn whole_number_up_to<'de, D: Deserializer<'de>>(
 
 /// A price in USD per million tokens: finite and 0 or more.
 fn price_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    struct V;
-
     const FIX: &str = "write a price in USD per million tokens, e.g. 2.5 (0 for a free model)";
-
-    impl V {
-        fn check<E: de::Error>(value: f64) -> Result<f64, E> {
-            if value.is_finite() && value >= 0.0 {
-                Ok(value)
-            } else {
-                Err(E::custom(format!(
-                    "must be a number of 0 or more, found {value}; {FIX}"
-                )))
-            }
-        }
-    }
-
-    impl Visitor<'_> for V {
-        type Value = f64;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a number of 0 or more")
-        }
-
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
-            V::check(v)
-        }
-
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
-            V::check(v as f64)
-        }
-
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
-            V::check(v as f64)
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
-            match v.trim().parse::<f64>() {
-                Ok(value) => V::check(value),
-                Err(_) => Err(E::custom(format!(
-                    "expected a number of 0 or more, found text that is not a number; {FIX}"
-                ))),
-            }
-        }
-    }
-
-    deserializer.deserialize_any(V)
+    deserializer.deserialize_any(LenientNumber {
+        expecting: "a number of 0 or more",
+        accept: |value| value >= 0.0,
+        out_of_range: |value| format!("must be a number of 0 or more, found {value}; {FIX}"),
+        not_a_number: || {
+            format!("expected a number of 0 or more, found text that is not a number; {FIX}")
+        },
+    })
 }
 
 fn some_price_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
