@@ -16,8 +16,8 @@ use sllmp_providers::{DEFAULT_API_BASE, HttpClient, PROVIDER_TYPES};
 
 use crate::error::{KeyPath, Problem, Seg};
 use crate::{
-    BudgetWindow, Config, ConfigError, Constraint, Dimension, FeatureError, ModelPrice,
-    OnRedisError, Prices, ResolvedFeature, ServerSettings, UnknownModels,
+    BudgetWindow, Config, ConfigError, Constraint, FeatureError, ModelPrice, OnRedisError, Prices,
+    ResolvedFeature, ServerSettings, UnknownModels,
 };
 
 /// The providers and pipeline a configuration describes, ready to serve.
@@ -500,20 +500,7 @@ impl LimitStore {
 
 /// A configured constraint as `sllmp-limit` enforces it.
 fn limit_constraint(constraint: &Constraint) -> sllmp_limit::Constraint {
-    let dimensions = constraint
-        .dimensions
-        .iter()
-        .map(|dimension| match dimension {
-            Dimension::Feature => sllmp_limit::Dimension::Feature,
-            Dimension::UserId => sllmp_limit::Dimension::UserId,
-            Dimension::Organization => sllmp_limit::Dimension::Organization,
-            Dimension::Team => sllmp_limit::Dimension::Team,
-            Dimension::ApiKey => sllmp_limit::Dimension::ApiKey,
-            Dimension::Model => sllmp_limit::Dimension::Model,
-            Dimension::Provider => sllmp_limit::Dimension::Provider,
-            Dimension::Meta(key) => sllmp_limit::Dimension::Meta(key.clone()),
-        })
-        .collect();
+    let dimensions = constraint.dimensions.clone();
     let mut limit = sllmp_limit::Constraint::new(constraint.name.as_str(), dimensions);
     if let Some(description) = &constraint.description {
         limit = limit.description(description.clone());

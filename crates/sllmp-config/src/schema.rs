@@ -393,7 +393,12 @@ impl<'de> Deserialize<'de> for Constraint {
                 while let Some(key) = map.next_key::<ConstraintKey>()? {
                     match key {
                         ConstraintKey::Dimensions => {
-                            dimensions = Some(map.next_value::<Vec<Dimension>>()?);
+                            dimensions = Some(
+                                map.next_value::<Vec<DimensionName>>()?
+                                    .into_iter()
+                                    .map(|d| d.0)
+                                    .collect(),
+                            );
                         }
                         ConstraintKey::BudgetLimit => {
                             budget_limit = map.next_value::<Option<BudgetLimit>>()?;
@@ -431,64 +436,25 @@ impl<'de> Deserialize<'de> for Constraint {
     }
 }
 
-/// What a constraint counts usage per.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Dimension {
-    /// The feature name (`feature`).
-    Feature,
-    /// `metadata.user_id` of the request, else its `user` field (`user_id`).
-    UserId,
-    /// `metadata.organization` of the request (`organization`).
-    Organization,
-    /// `metadata.team` of the request (`team`).
-    Team,
-    /// The client key the request came with, by name, never in clear (`api_key`).
-    ApiKey,
-    /// The model, as the provider names it (`model`).
-    Model,
-    /// The provider or alias the request is sent to (`provider`).
-    Provider,
-    /// `metadata.<key>` of the request (`meta:<key>`); the key is never empty.
-    Meta(String),
-}
+/// What a constraint counts usage per: the limit crate's own type, read from its name as
+/// written in the file (`user_id`, `meta:project`).
+pub use sllmp_limit::Dimension;
 
-impl fmt::Display for Dimension {
-    /// Prints the dimension as written in the file: `user_id`, `meta:project`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Dimension::Feature => f.write_str("feature"),
-            Dimension::UserId => f.write_str("user_id"),
-            Dimension::Organization => f.write_str("organization"),
-            Dimension::Team => f.write_str("team"),
-            Dimension::ApiKey => f.write_str("api_key"),
-            Dimension::Model => f.write_str("model"),
-            Dimension::Provider => f.write_str("provider"),
-            Dimension::Meta(key) => write!(f, "meta:{key}"),
-        }
-    }
-}
+/// A [`Dimension`] read from the file, with the fix in its error.
+struct DimensionName(Dimension);
 
-impl<'de> Deserialize<'de> for Dimension {
+impl<'de> Deserialize<'de> for DimensionName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        match text.as_str() {
-            "feature" => Ok(Dimension::Feature),
-            "user_id" => Ok(Dimension::UserId),
-            "organization" => Ok(Dimension::Organization),
-            "team" => Ok(Dimension::Team),
-            "api_key" => Ok(Dimension::ApiKey),
-            "model" => Ok(Dimension::Model),
-            "provider" => Ok(Dimension::Provider),
-            "meta:" => Err(de::Error::custom(
+        match Dimension::parse(&text) {
+            Some(dimension) => Ok(DimensionName(dimension)),
+            None if text == "meta:" => Err(de::Error::custom(
                 "\"meta:\" names no metadata key; write it as meta:<key>, e.g. meta:project",
             )),
-            other => match other.strip_prefix("meta:") {
-                Some(key) => Ok(Dimension::Meta(key.to_owned())),
-                None => Err(de::Error::custom(format!(
-                    "{other:?} is not a dimension; use one of feature, user_id, organization, \
-                     team, api_key, model, provider, meta:<key>"
-                ))),
-            },
+            None => Err(de::Error::custom(format!(
+                "{text:?} is not a dimension; use one of feature, user_id, organization, \
+                 team, api_key, model, provider, meta:<key>"
+            ))),
         }
     }
 }
@@ -1299,7 +1265,7 @@ mod tests {
 
     #[test]
     fn dimensions_parse() {
-        let dims: Vec<Dimension> = read(json!([
+        let dims: Vec<DimensionName> = read(json!([
             "feature",
             "user_id",
             "organization",
@@ -1310,6 +1276,7 @@ mod tests {
             "meta:project"
         ]))
         .unwrap();
+        let dims: Vec<Dimension> = dims.into_iter().map(|d| d.0).collect();
         assert_eq!(
             dims,
             vec![
@@ -1325,17 +1292,23 @@ mod tests {
         );
         assert_eq!(Dimension::Meta("a:b".into()).to_string(), "meta:a:b");
         assert_eq!(
-            read::<Dimension>(json!("users")).unwrap_err(),
+            read::<DimensionName>(json!("users"))
+                .map(|d| d.0)
+                .unwrap_err(),
             "\"users\" is not a dimension; use one of feature, user_id, organization, team, api_key, model, provider, meta:<key>"
         );
         for dimension in ["api_key", "model", "provider", "meta:project"] {
             assert_eq!(
-                read::<Dimension>(json!(dimension)).unwrap().to_string(),
+                read::<DimensionName>(json!(dimension))
+                    .unwrap()
+                    .0
+                    .to_string(),
                 dimension
             );
         }
         assert!(
-            read::<Dimension>(json!("meta:"))
+            read::<DimensionName>(json!("meta:"))
+                .map(|d| d.0)
                 .unwrap_err()
                 .contains("names no metadata key")
         );
