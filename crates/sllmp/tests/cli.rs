@@ -23,23 +23,7 @@ fn http(addr: &str, request: &str) -> String {
 
 #[test]
 fn serves_the_built_in_config_and_stops_on_sigterm() {
-    let mut child = Command::new(SLLMP)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("SLLMP_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start sllmp");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("the ready line");
-    let addr = line
-        .strip_prefix("sllmp listening on http://")
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
+    let (mut child, addr) = start_sllmp(&[]);
 
     let body = r#"{"model":"mock:echo","messages":[{"role":"user","content":"Hello!"}]}"#;
     let response = http(
