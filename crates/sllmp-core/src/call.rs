@@ -55,13 +55,17 @@ impl<'a> Call<'a> {
     /// How long the response head may take: the first-token limit, or what is left before
     /// the deadline if that is sooner. `None` when neither is set.
     pub fn head_timeout(&self) -> Option<Duration> {
-        let left = self
-            .deadline
-            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
-        match (self.first_token, left) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        self.limits().0
+    }
+
+    /// [`Call::head_timeout`] and [`Call::remaining`] from one clock read.
+    pub fn limits(&self) -> (Option<Duration>, Option<Duration>) {
+        let left = self.remaining();
+        let head = match (self.first_token, left) {
+            (Some(first), Some(left)) => Some(first.min(left)),
+            (first, left) => first.or(left),
+        };
+        (head, left)
     }
 
     /// What is left before the deadline, if there is one.

@@ -538,7 +538,7 @@ impl Driver {
         let streaming = req.is_stream();
         let answer = match Box::pin(self.request_phase(&mut req)).await {
             Ok(Some(short)) => {
-                Box::pin(self.respond_short_circuit(short, streaming, head)).await;
+                Box::pin(self.respond_short_circuit(short, head)).await;
                 return;
             }
             Ok(None) => {
@@ -614,31 +614,9 @@ impl Driver {
         Ok(response)
     }
 
-    async fn respond_short_circuit(
-        &mut self,
-        short: ShortCircuit,
-        streaming: bool,
-        head: HeadSender,
-    ) {
-        if !streaming {
-            match self.short_circuit_complete(short) {
-                Ok(response) => {
-                    // The response leaves with the head; on_complete sees the same value.
-                    let response = Arc::new(response);
-                    if head
-                        .send(self.reply(Ok(Output::Complete(Arc::clone(&response)))))
-                        .is_err()
-                    {
-                        return self.complete(&Outcome::Cancelled).await;
-                    }
-                    return self.complete(&Outcome::Success(&response)).await;
-                }
-                Err(err) => {
-                    let _ = head.send(self.reply(Err(err.clone())));
-                    return self.complete(&Outcome::Failed(&err)).await;
-                }
-            }
-        }
+    /// A middleware's answer for a streaming client (a non-streamed request never gets
+    /// here: it runs inline, [`Driver::answer_inline`]).
+    async fn respond_short_circuit(&mut self, short: ShortCircuit, head: HeadSender) {
         self.ctx.short_circuited = true;
         let wants_usage = self.ctx.wants_stream_usage();
         // Every frame is read before the head goes out: a broken recording is an error, not

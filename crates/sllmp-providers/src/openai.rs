@@ -211,14 +211,10 @@ impl OpenAi {
         for (name, value) in call.headers {
             headers.insert(name, value.clone());
         }
-        // One clock read for both limits.
-        let left = call.remaining();
+        let (head, left) = call.limits();
         let limits = Limits {
             connect: call.connect_timeout,
-            head: match (call.first_token, left) {
-                (Some(first), Some(left)) => Some(first.min(left)),
-                (first, left) => first.or(left),
-            },
+            head,
             // A stream's length is bounded by the pipeline, chunk by chunk.
             total: (!stream).then(|| left.map_or(self.timeout, |left| left.min(self.timeout))),
         };
