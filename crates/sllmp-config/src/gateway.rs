@@ -427,9 +427,9 @@ fn feature_limiter(
 /// Where the limit counters live: one in-memory store for the gateway, or Redis.
 enum LimitStore {
     Memory(Arc<InMemory>),
-    /// Each feature gets a Redis backend of its own (each feature's limiter numbers its
-    /// tickets from 1, and a backend tells tickets apart by their number); `admin` knows
-    /// every constraint, for the views.
+    /// One Redis backend for every feature (ticket ids are unique in the process, so
+    /// features' limiters can share it, and with it one connection and one fail-open
+    /// fallback); it knows every constraint, for the views.
     Redis {
         options: RedisOptions,
         admin: Arc<RedisBackend>,
@@ -483,9 +483,7 @@ impl LimitStore {
                 for constraint in constraints {
                     admin.know(Arc::new(constraint.clone()));
                 }
-                let backend = RedisBackend::new(options.clone())
-                    .expect("the same options were accepted for the admin backend");
-                (Arc::new(backend), options.on_error)
+                (Arc::clone(admin) as Arc<dyn LimitBackend>, options.on_error)
             }
         }
     }
